@@ -1,0 +1,105 @@
+"""Exceptions raised by wren.
+
+Every error a user can trigger derives from :class:`WrenError`; each message says what went
+wrong and what to do about it.
+"""
+from __future__ import annotations
+
+
+class WrenError(Exception):
+    """Base class of every wren error."""
+
+
+class ConfigError(WrenError, ValueError):
+    """The configuration is invalid (unknown key, wrong type, missing value)."""
+
+
+class PluginError(WrenError):
+    """A plugin is unknown, missing, broken, or two plugins claim one name."""
+
+
+class BackendNotInstalledError(PluginError, ImportError):
+    """A backend is known but its distribution is not installed."""
+
+
+class InvalidInputError(WrenError, ValueError):
+    """Bad arguments to an executor method, found before anything was sent."""
+
+
+class InvalidArgumentBindingError(InvalidInputError, TypeError):
+    """A call's arguments do not match the function's signature."""
+
+
+class SerializationError(WrenError):
+    """A function, argument or result could not be pickled or unpickled."""
+
+
+class DataLimitError(InvalidInputError):
+    """A call's data is over the configured limit."""
+
+
+class StorageError(WrenError):
+    """An object storage operation failed."""
+
+
+class StorageNoSuchKeyError(StorageError, KeyError):
+    """The object does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "no such key"
+
+
+class StorageNoSuchBucketError(StorageError):
+    """The bucket does not exist."""
+
+
+class StorageAuthError(StorageError, PermissionError):
+    """The storage service refused the credentials."""
+
+
+class ComputeError(WrenError):
+    """The compute backend could not run a call."""
+
+
+class InvocationError(ComputeError):
+    """A call could not be delivered to the compute backend."""
+
+
+class WorkerDiedError(ComputeError):
+    """The worker running a call died before reporting a result (killed, out of memory, exit)."""
+
+
+class CallTimeoutError(ComputeError, TimeoutError):
+    """A call ran longer than its timeout."""
+
+
+class WaitTimeoutError(WrenError, TimeoutError):
+    """``get_result``/``wait`` gave up waiting before the calls finished."""
+
+
+class VersionMismatchError(WrenError):
+    """The runtime's Python or wren version does not match the client's."""
+
+
+class RemoteError(WrenError):
+    """A remote exception that could not be sent back as itself (e.g. unpicklable).
+
+    ``exc_type`` names the original exception type and ``remote_traceback`` holds the
+    worker-side traceback text.
+    """
+
+    def __init__(self, message: str, exc_type: str = "", remote_traceback: str = ""):
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.remote_traceback = remote_traceback
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker-side traceback; attached as ``__cause__`` of re-raised exceptions."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'

@@ -1,0 +1,231 @@
+"""``ResponseFuture``: the handle of one call.
+
+States, in order: ``new`` -> ``invoked`` -> ``running`` -> ``success`` | ``error``. ``ready`` is
+true once the call finished (its status record arrived); ``done`` once its result was read on
+the client (or it failed). Results are decoded lazily, on the client, when first asked for.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from wren import serialize
+from wren.errors import RemoteError, RemoteTraceback, WaitTimeoutError
+
+if TYPE_CHECKING:
+    from wren.executor import FunctionExecutor
+
+NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
+
+
+def contains_futures(value: Any) -> bool:
+    if isinstance(value, ResponseFuture):
+        return True
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, ResponseFuture) for v in value):
+        return True
+    return False
+
+
+class ResponseFuture:
+    """One call's future. Thread-safe; picklable (a function may return futures)."""
+
+    def __init__(
+        self,
+        executor_id: str,
+        job_id: str,
+        call_id: str,
+        job_prefix: str,
+        bucket: str,
+        kind: str = "map",
+    ):
+        self.executor_id = executor_id
+        self.job_id = job_id
+        self.call_id = call_id
+        self.job_prefix = job_prefix
+        self.bucket = bucket
+        self.kind = kind  # map, async, reduce
+        self._state = NEW
+        self._status: dict[str, Any] | None = None
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._decoded = False
+        self._read = False  # result handed to the user by get_result
+        self._executor: FunctionExecutor | None = None
+        self._secret: bytes | None = None
+        self._lock = threading.Lock()
+        self.stats: dict[str, Any] = {}
+        self.internal = False  # map calls feeding a reducer are not returned by get_result()
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def job_key(self) -> str:
+        return f"{self.executor_id}/{self.job_id}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.job_key, self.call_id)
+
+    def __repr__(self) -> str:
+        return f"<ResponseFuture {self.job_key}/{self.call_id} {self._state}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._executor = None
+        self._lock = threading.Lock()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """The call finished (success or error) and its status is known on the client."""
+        return self._state in (SUCCESS, ERROR)
+
+    @property
+    def done(self) -> bool:
+        """The call finished and its outcome was read on the client (or it failed)."""
+        return self._state == ERROR or (self._state == SUCCESS and self._decoded)
+
+    @property
+    def error(self) -> bool:
+        """The call failed (its exception is re-raised by ``result()``)."""
+        return self._state == ERROR
+
+    @property
+    def success(self) -> bool:
+        return self._state == SUCCESS
+
+    def _mark(self, state: str) -> None:
+        with self._lock:
+            if self._state in (SUCCESS, ERROR):
+                return
+            if state == RUNNING and self._state == RUNNING:
+                return
+            self._state = state
+            if state == INVOKED:
+                self.stats.setdefault("host_submit_tstamp", time.time())
+
+    def _set_status(self, status: dict[str, Any]) -> bool:
+        """Record the worker's status. Returns False when the future already finished."""
+        with self._lock:
+            if self._state in (SUCCESS, ERROR):
+                return False
+            self._status = status
+            self.stats.update(status.get("stats") or {})
+            self.stats["host_status_done_tstamp"] = time.time()
+            self._state = SUCCESS if status.get("success") else ERROR
+            return True
+
+    def _set_exception(self, exc: BaseException, kind: str = "system") -> bool:
+        with self._lock:
+            if self._state in (SUCCESS, ERROR):
+                return False
+            self._status = {"success": False, "error_kind": kind, "exc_message": str(exc)}
+            self._exception = exc
+            self._decoded = True
+            self.stats["host_status_done_tstamp"] = time.time()
+            self._state = ERROR
+            return True
+
+    @property
+    def error_kind(self) -> str | None:
+        return (self._status or {}).get("error_kind")
+
+    # -- results --------------------------------------------------------------------------------
+    def _decode(self) -> None:
+        with self._lock:
+            if self._decoded or self._status is None:
+                return
+            status = self._status
+        if status.get("success"):
+            data = status.get("result")
+            if data is None and status.get("result_key"):
+                storage = self._storage()
+                blob = storage.get_object(self.bucket, status["result_key"])
+                data = serialize.verify(self._secret_bytes(), blob, "a stored result")
+            value = serialize.loads(data, f"the result of call {self.call_id}")
+            self.stats["host_result_done_tstamp"] = time.time()
+            with self._lock:
+                self._result = value
+                self._decoded = True
+        else:
+            exc = self._rebuild_exception(status)
+            with self._lock:
+                self._exception = exc
+                self._decoded = True
+
+    @staticmethod
+    def _rebuild_exception(status: dict[str, Any]) -> BaseException:
+        exc: BaseException | None = None
+        if status.get("exception") is not None:
+            try:
+                exc = pickle.loads(status["exception"])
+            except Exception:
+                exc = None
+        tb = status.get("traceback") or ""
+        if exc is None:
+            exc = RemoteError(
+                f"{status.get('exc_type', 'Exception')}: {status.get('exc_message', '')}",
+                status.get("exc_type", ""),
+                tb,
+            )
+        if tb:
+            exc.__cause__ = RemoteTraceback(tb)
+            try:
+                exc.remote_traceback = tb  # type: ignore[attr-defined]
+            except Exception:
+                pass
+        return exc
+
+    def _storage(self) -> Any:
+        if self._executor is None:
+            raise RuntimeError(
+                "this future is not attached to an executor: pass it to an executor's "
+                "get_result() or wait()"
+            )
+        return self._executor.storage_backend
+
+    def _secret_bytes(self) -> bytes:
+        if self._secret is None:
+            raise RuntimeError("this future has no key to verify its result with")
+        return self._secret
+
+    def exception(self) -> BaseException | None:
+        if not self.ready:
+            return None
+        self._decode()
+        return self._exception
+
+    def result(self, throw_except: bool = True, timeout: float | None = None) -> Any:
+        """Wait for the call and return its value (or re-raise its exception).
+
+        With ``throw_except=False`` a failed call returns ``None``. If the function returned
+        futures of its own executor, their results are waited for and returned instead.
+        """
+        if not self.ready:
+            if self._executor is None:
+                raise RuntimeError("this future is not attached to an executor; use get_result()")
+            self._executor.wait([self], throw_except=False, timeout=timeout, show_progressbar=False)
+            if not self.ready:
+                raise WaitTimeoutError(f"call {self.call_id} of job {self.job_key} is not finished after {timeout} s")
+        self._decode()
+        if self._state == ERROR:
+            if throw_except:
+                assert self._exception is not None
+                raise self._exception
+            return None
+        if self._status and self._status.get("futures") and self._executor is not None:
+            return self._executor._resolve_nested(self._result, throw_except, timeout)
+        return self._result
+
+    def logs(self) -> str:
+        """What the call printed (stdout and stderr)."""
+        return (self._status or {}).get("logs", "")

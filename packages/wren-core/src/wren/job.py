@@ -1,0 +1,182 @@
+"""Turning a user's call into a job: checking iterdata, binding arguments, packing data.
+
+The argument rule: an item that is a ``tuple`` is spread as positional arguments, a ``dict`` as
+keyword arguments, anything else (a list included) is passed as the one argument.
+``extra_args`` (a tuple or a dict) is appended to every call. The parameters ``id``,
+``storage`` and ``obj`` are reserved: the worker fills them (the call's index, a
+:class:`wren.Storage` client, the object partition).
+
+Records sent to the worker runtime::
+
+    job  = {"job_key", "prefix", "bucket", "storage", "func_key", "secret", "data_key",
+            "python", "wren", "timeout", "extra_env", "store_results", "reserved", "config", ...}
+    call = {"call_id": "00007", "data": bytes | None, "data_range": (first, last) | None,
+            "obj": {...} | None}
+"""
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import types
+from typing import Any, Callable, Iterable
+
+from wren import serialize
+from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
+
+RESERVED = ("id", "storage", "obj")
+
+
+def check_function(func: Any) -> None:
+    if not callable(func):
+        raise InvalidInputError(
+            f"the first argument must be the function to run, got {type(func).__name__} {func!r}"
+        )
+    if inspect.isgeneratorfunction(func) or inspect.iscoroutinefunction(func):
+        kind = "a generator function" if inspect.isgeneratorfunction(func) else "a coroutine function"
+        raise InvalidInputError(
+            f"{getattr(func, '__name__', func)!r} is {kind}, whose result cannot be sent back; "
+            "wrap it in a plain function that returns list(...) or asyncio.run(...)"
+        )
+
+
+def normalize_iterdata(iterdata: Any) -> list[Any]:
+    """Check ``iterdata`` and return it as a list, or explain what to pass instead."""
+    if isinstance(iterdata, (str, bytes, bytearray)):
+        raise InvalidInputError(
+            f"iterdata is a {type(iterdata).__name__}; pass a list of items, e.g. [{iterdata!r}] "
+            "for one call (strings are not split into characters)"
+        )
+    if isinstance(iterdata, collections.abc.Mapping):
+        raise InvalidInputError(
+            "iterdata is a dict; pass a list of items: [d] for one call with d's keys as keyword "
+            "arguments, or list(d.items()) for a call per entry"
+        )
+    if isinstance(iterdata, (types.GeneratorType, collections.abc.Iterator)):
+        raise InvalidInputError(
+            f"iterdata is a one-shot iterator ({type(iterdata).__name__}); wren needs every item "
+            "up front to plan the job: pass list(...) of it"
+        )
+    if not isinstance(iterdata, collections.abc.Iterable):
+        raise InvalidInputError(
+            f"iterdata must be a list, tuple, range or set of items, got {type(iterdata).__name__}"
+        )
+    return list(iterdata)
+
+
+def split_item(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(item, tuple):
+        return item, {}
+    if isinstance(item, dict):
+        bad = [k for k in item if not isinstance(k, str)]
+        if bad:
+            raise InvalidInputError(
+                f"a dict item is spread as keyword arguments, but it has the non-string key "
+                f"{bad[0]!r}; wrap the dict in a tuple, ({item!r},), to pass it as one argument"
+            )
+        return (), dict(item)
+    return (item,), {}
+
+
+def add_extra_args(args: tuple, kwargs: dict, extra_args: Any) -> tuple[tuple, dict]:
+    if extra_args is None:
+        return args, kwargs
+    if isinstance(extra_args, dict):
+        dup = set(extra_args) & set(kwargs)
+        if dup:
+            raise InvalidInputError(f"extra_args repeats the keyword argument(s) {sorted(dup)}")
+        return args, {**kwargs, **extra_args}
+    if isinstance(extra_args, tuple):
+        return args + extra_args, kwargs
+    if isinstance(extra_args, list):
+        return args + tuple(extra_args), kwargs
+    raise InvalidInputError(
+        f"extra_args must be a tuple (appended positional arguments) or a dict (keyword "
+        f"arguments), got {type(extra_args).__name__}"
+    )
+
+
+class Binder:
+    """Checks each call's arguments against the function's signature, on the client."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+        self.name = getattr(func, "__qualname__", None) or repr(func)
+        try:
+            self.sig: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            self.sig = None  # a builtin without a signature: the worker will tell
+        params = self.sig.parameters if self.sig else {}
+        self.reserved = {name: name in params for name in RESERVED}
+
+    def check(self, args: tuple, kwargs: dict, where: str) -> None:
+        taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]
+        if taken:
+            raise InvalidArgumentBindingError(
+                f"{where}: {taken[0]!r} is a reserved parameter that wren fills on the worker; "
+                "rename the parameter or do not pass it"
+            )
+        if self.sig is None:
+            return
+        fill = {n: None for n, present in self.reserved.items() if present}
+        try:
+            self.sig.bind(*args, **kwargs, **fill)
+        except TypeError as exc:
+            shown = _describe(args, kwargs)
+            hint = ""
+            if len(args) == 1 and isinstance(args[0], list):
+                hint = " (a list is passed as one argument; make it a tuple to spread it)"
+            elif kwargs and not args:
+                hint = " (a dict item is spread as keyword arguments; wrap it in a tuple to pass it whole)"
+            raise InvalidArgumentBindingError(
+                f"{where}: {self.name}{self.sig} cannot be called with {shown}: {exc}{hint}"
+            ) from None
+
+
+def _describe(args: tuple, kwargs: dict) -> str:
+    parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _short(v: Any) -> str:
+    try:
+        r = repr(v)
+    except Exception:
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def pack_calls(
+    arguments: list[tuple[tuple, dict]],
+    data_limit_bytes: int,
+    inline_limit: int,
+    secret: bytes,
+) -> tuple[list[bytes | None], bytes | None, list[tuple[int, int] | None]]:
+    """Pickle each call's arguments: small ones stay inline, larger ones are concatenated into
+    one object read by byte range. Returns (inline data, aggregate object, ranges)."""
+    inline: list[bytes | None] = []
+    ranges: list[tuple[int, int] | None] = []
+    chunks: list[bytes] = []
+    offset = 0
+    for i, (args, kwargs) in enumerate(arguments):
+        data = serialize.dumps((args, kwargs), f"the arguments of call {i}")
+        if len(data) > data_limit_bytes:
+            raise DataLimitError(
+                f"call {i}'s data is {len(data) / 1e6:.1f} MB, over the {data_limit_bytes / 1e6:.1f} MB "
+                "limit (wren.data_limit). Put large inputs in storage (wren.Storage().put_object or "
+                "put_cloudobject) and pass the key instead, or raise data_limit"
+            )
+        if len(data) <= inline_limit:
+            inline.append(data)
+            ranges.append(None)
+        else:
+            signed = serialize.sign(secret, data)  # each range verifies on its own
+            inline.append(None)
+            ranges.append((offset, offset + len(signed) - 1))
+            chunks.append(signed)
+            offset += len(signed)
+    return inline, (b"".join(chunks) if chunks else None), ranges
+
+
+def iter_calls(n: int) -> Iterable[str]:
+    width = max(5, len(str(n - 1)))
+    return (str(i).zfill(width) for i in range(n))

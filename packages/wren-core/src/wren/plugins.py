@@ -1,0 +1,256 @@
+"""Finding plugins: one cached pluggy manager, built-ins registered through the same hooks.
+
+``get_plugin_manager()`` adds the hook specs, registers the built-in plugins, loads every
+``wren`` entry point (one that fails to import only warns, naming its distribution), and checks
+that every hook implementation matches a spec. Set ``WREN_DISABLE_PLUGINS=1`` to load built-ins
+only. :class:`PluginRegistry` answers "which class is backend X?" with helpful errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import importlib.metadata as importlib_metadata
+import logging
+import os
+import threading
+import warnings
+from typing import Any, Iterator
+
+import pluggy
+
+from wren import hookspecs
+from wren.errors import BackendNotInstalledError, PluginError
+
+logger = logging.getLogger("wren.plugins")
+
+BUILTIN_MODULES = ("wren.builtins",)
+
+#: Plugins wren knows of but does not ship: a missing one names the distribution to install.
+KNOWN_DISTRIBUTIONS = {
+    "compute": {
+        "ibm_cf": "wren-backend-ibmcf",
+        "openwhisk": "wren-backend-openwhisk",
+        "knative": "wren-backend-knative",
+        "docker": "wren-backend-docker",
+    },
+    "storage": {"ibm_cos": "wren-storage-cos"},
+    "monitor": {"rabbitmq": "wren-core[rabbitmq]"},
+}
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+_registry: PluginRegistry | None = None
+
+
+def _dist_of(ep: importlib_metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return ("unknown distribution", "")
+    return (dist.metadata["Name"], dist.version)
+
+
+def create_plugin_manager(load_entry_points: bool | None = None) -> pluggy.PluginManager:
+    """Build a fresh plugin manager (tests use this; everyone else the cached one)."""
+    if load_entry_points is None:
+        load_entry_points = os.environ.get("WREN_DISABLE_PLUGINS", "").lower() not in ("1", "true", "yes")
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    import importlib
+
+    for modname in BUILTIN_MODULES:
+        pm.register(importlib.import_module(modname), name=modname)
+    pm._wren_dists = {}  # type: ignore[attr-defined]  # plugin name -> (dist, version)
+    if load_entry_points:
+        for ep in importlib_metadata.entry_points(group=hookspecs.PROJECT):
+            dist, version = _dist_of(ep)
+            if pm.has_plugin(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not break the rest
+                warnings.warn(
+                    f"wren plugin {ep.name!r} from {dist} {version} failed to load and is "
+                    f"skipped: {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            pm._wren_dists[ep.name] = (dist, version)  # type: ignore[attr-defined]
+    pm.check_pending()
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = create_plugin_manager()
+        return _manager
+
+
+def get_registry() -> PluginRegistry:
+    global _registry
+    pm = get_plugin_manager()
+    with _lock:
+        if _registry is None or _registry.pm is not pm:
+            _registry = PluginRegistry(pm)
+        return _registry
+
+
+def reset() -> None:
+    """Forget the cached manager (the next call builds a new one)."""
+    global _manager, _registry
+    with _lock:
+        _manager = None
+        _registry = None
+
+
+@contextlib.contextmanager
+def use_plugin_manager(pm: pluggy.PluginManager) -> Iterator[pluggy.PluginManager]:
+    """Make ``pm`` the process-wide manager for the duration of the block (for tests)."""
+    global _manager, _registry
+    with _lock:
+        saved = (_manager, _registry)
+        _manager, _registry = pm, None
+    try:
+        yield pm
+    finally:
+        with _lock:
+            _manager, _registry = saved
+
+
+@dataclasses.dataclass(frozen=True)
+class Provided:
+    """A spec together with where it came from."""
+
+    spec: Any
+    plugin_name: str
+    distribution: str
+    version: str
+
+
+class PluginRegistry:
+    """Specs offered by the registered plugins, looked up by name."""
+
+    KINDS = {
+        "compute": "wren_compute_backends",
+        "storage": "wren_storage_backends",
+        "monitor": "wren_monitors",
+    }
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self._cache: dict[str, dict[str, list[Provided]]] = {}
+
+    def _origin(self, plugin: Any) -> tuple[str, str, str]:
+        name = self.pm.get_name(plugin) or repr(plugin)
+        dists = getattr(self.pm, "_wren_dists", {})
+        if name in dists:
+            dist, version = dists[name]
+        elif name in BUILTIN_MODULES:
+            from wren.version import __version__
+
+            dist, version = "wren-core", __version__
+        else:
+            dist, version = f"plugin {name}", ""
+        return name, dist, version
+
+    def provided(self, kind: str) -> dict[str, list[Provided]]:
+        """Every name of ``kind`` with each plugin that claims it."""
+        if kind in self._cache:
+            return self._cache[kind]
+        hook = getattr(self.pm.hook, self.KINDS[kind])
+        out: dict[str, list[Provided]] = {}
+        for impl in hook.get_hookimpls():
+            name, dist, version = self._origin(impl.plugin)
+            try:
+                specs = impl.function() or []
+            except Exception as exc:
+                warnings.warn(
+                    f"wren plugin {name!r} ({dist}) failed in {self.KINDS[kind]}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            for spec in specs:
+                out.setdefault(spec.name, []).append(Provided(spec, name, dist, version))
+        self._cache[kind] = out
+        return out
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.provided(kind))
+
+    def get(self, kind: str, name: str) -> Any:
+        """The spec of ``kind`` called ``name``, or a :class:`PluginError` that says what to do."""
+        label = {"compute": "compute backend", "storage": "storage backend", "monitor": "monitor"}[kind]
+        provided = self.provided(kind)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{label} name must be a non-empty string, got {name!r}")
+        if name in provided:
+            claims = provided[name]
+            if len(claims) > 1:
+                who = " and ".join(f"{c.distribution} (plugin {c.plugin_name!r})" for c in claims)
+                raise PluginError(
+                    f"{label} {name!r} is claimed by {who}; uninstall one of them"
+                )
+            return claims[0].spec
+        dist = KNOWN_DISTRIBUTIONS.get(kind, {}).get(name)
+        if dist:
+            raise BackendNotInstalledError(
+                f"{label} {name!r} is not installed: pip install {dist}"
+            )
+        available = ", ".join(sorted(provided)) or "(none)"
+        close = difflib.get_close_matches(name, list(provided) + list(KNOWN_DISTRIBUTIONS.get(kind, {})), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise PluginError(f"unknown {label} {name!r}; choose one of: {available}.{hint}")
+
+    def section_names(self) -> set[str]:
+        """Every config section name a plugin (installed or known) may own."""
+        names = {"wren"}
+        for kind in self.KINDS:
+            names.update(self.provided(kind))
+            names.update(KNOWN_DISTRIBUTIONS.get(kind, {}))
+        return names
+
+    def config_class_for_section(self, section: str) -> type | None:
+        for kind in self.KINDS:
+            for provided in self.provided(kind).get(section, []):
+                if provided.spec.config_class is not None:
+                    return provided.spec.config_class
+        return None
+
+    def describe(self) -> list[dict[str, str]]:
+        """Rows for ``wren plugins``."""
+        rows = []
+        for kind in self.KINDS:
+            for name, claims in sorted(self.provided(kind).items()):
+                for c in claims:
+                    rows.append(
+                        {
+                            "kind": kind,
+                            "name": name,
+                            "distribution": c.distribution,
+                            "version": c.version,
+                            "plugin": c.plugin_name,
+                            "conflict": "yes" if len(claims) > 1 else "",
+                        }
+                    )
+        return rows
+
+
+def check_sections(sections: dict[str, Any], registry: PluginRegistry) -> None:
+    """Reject config sections no plugin (installed or known) owns, suggesting the closest."""
+    from wren.errors import ConfigError
+
+    known = registry.section_names()
+    for section in sections:
+        if section not in known:
+            close = difflib.get_close_matches(section, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config section {section!r}{hint}; sections are named after the "
+                f"plugins: {', '.join(sorted(known))}"
+            )

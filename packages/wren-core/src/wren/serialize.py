@@ -1,0 +1,332 @@
+"""Serialization: cloudpickle for functions and data, local modules shipped as source, and
+signed envelopes so a worker runs only what its client stored.
+
+Local modules: a function defined in ``helpers.py`` next to the user's script pickles *by
+reference* (``import helpers`` on the worker), which fails where ``helpers`` is not installed.
+:func:`find_local_modules` follows the function's globals, closures and defaults, and then the
+``import`` statements of each local module found, and collects every module that is neither in
+the standard library nor provided by an installed distribution (or, for a container runtime,
+not among the modules the runtime reports). Their sources travel zipped with the function; the
+worker unpacks them once and puts them first on ``sys.path``.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import hmac
+import importlib.metadata as importlib_metadata
+
+import io
+import os
+import pickle
+import site
+import sys
+import sysconfig
+import types
+import zipfile
+from typing import Any, Iterable
+
+import cloudpickle
+
+from wren.errors import SerializationError
+
+MAGIC = b"WREN1"
+_TAG = 32  # HMAC-SHA256 length
+
+
+# -- signed envelopes ---------------------------------------------------------------------------
+
+def sign(secret: bytes, payload: bytes) -> bytes:
+    """Prefix ``payload`` with a magic marker and its HMAC-SHA256 under ``secret``."""
+    return MAGIC + hmac.new(secret, payload, hashlib.sha256).digest() + payload
+
+
+def verify(secret: bytes, blob: bytes, what: str) -> bytes:
+    """Return the payload of a signed envelope, or raise if the signature does not match."""
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _TAG:
+        raise SerializationError(
+            f"refusing {what}: it is not a signed wren object (it may have been replaced in storage)"
+        )
+    tag = blob[len(MAGIC): len(MAGIC) + _TAG]
+    payload = blob[len(MAGIC) + _TAG:]
+    if not hmac.compare_digest(tag, hmac.new(secret, payload, hashlib.sha256).digest()):
+        raise SerializationError(
+            f"refusing {what}: its signature does not match this job's key, so it was changed "
+            "after the client stored it"
+        )
+    return payload
+
+
+# -- values ------------------------------------------------------------------------------------
+
+def dumps(obj: Any, what: str) -> bytes:
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle {what}: {type(exc).__name__}: {exc}. Pass picklable values "
+            "(open files, locks, sockets and generators are not): create such objects inside "
+            "the function instead"
+        ) from exc
+
+
+def loads(data: bytes, what: str) -> Any:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+
+
+# -- local modules ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _system_dirs() -> tuple[str, ...]:
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            dirs.add(os.path.realpath(p))
+    try:
+        dirs.update(os.path.realpath(p) for p in site.getsitepackages())
+    except AttributeError:
+        pass
+    user = getattr(site, "getusersitepackages", lambda: None)()
+    if user:
+        dirs.add(os.path.realpath(user))
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        dirs.add(os.path.realpath(os.path.join(prefix, "lib")))
+    return tuple(sorted(dirs))
+
+
+@functools.lru_cache(maxsize=1)
+def installed_top_level() -> frozenset[str]:
+    """Top-level import names that installed distributions provide (editable ones included)."""
+    names = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    try:
+        names.update(importlib_metadata.packages_distributions())
+    except Exception:
+        pass
+    return frozenset(names)
+
+
+def _is_local(module: types.ModuleType, available: frozenset[str]) -> bool:
+    name = getattr(module, "__name__", "")
+    if not name or name == "__main__":
+        return False
+    top = name.split(".")[0]
+    if top in available:
+        return False
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    real = os.path.realpath(path)
+    return not any(real.startswith(d + os.sep) for d in _system_dirs())
+
+
+def _modules_in(obj: Any, seen: set[int], out: set[str]) -> None:
+    """Names of modules that ``obj`` (a function, class, partial, method...) refers to."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, types.ModuleType):
+        out.add(obj.__name__)
+        return
+    if isinstance(obj, functools.partial):
+        _modules_in(obj.func, seen, out)
+        for a in list(obj.args) + list((obj.keywords or {}).values()):
+            _modules_in(a, seen, out)
+        return
+    if isinstance(obj, types.MethodType):
+        _modules_in(obj.__func__, seen, out)
+        _modules_in(type(obj.__self__), seen, out)
+        return
+    if isinstance(obj, types.FunctionType):
+        mod = obj.__module__
+        if mod and mod != "__main__":
+            out.add(mod)
+            return  # pickled by reference: importing its module brings the rest
+        code_names: set[str] = set()
+        stack = [obj.__code__]
+        while stack:
+            code = stack.pop()
+            code_names.update(code.co_names)
+            stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        g = obj.__globals__
+        for name in code_names:
+            if name in g:
+                _modules_in(g[name], seen, out)
+        for cell in obj.__closure__ or ():
+            try:
+                _modules_in(cell.cell_contents, seen, out)
+            except ValueError:
+                pass
+        for d in list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values()):
+            _modules_in(d, seen, out)
+        return
+    if isinstance(obj, type):
+        mod = obj.__module__
+        if mod and mod not in ("__main__", "builtins"):
+            out.add(mod)
+        elif mod == "__main__":
+            for v in vars(obj).values():
+                if isinstance(v, (types.FunctionType, staticmethod, classmethod)):
+                    _modules_in(getattr(v, "__func__", v), seen, out)
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for v in obj:
+            _modules_in(v, seen, out)
+        return
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _modules_in(v, seen, out)
+        return
+    cls = type(obj)
+    if cls.__module__ not in ("builtins",):
+        _modules_in(cls, seen, out)
+
+
+def _imports_of(module: types.ModuleType) -> set[str]:
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py"):
+        return set()
+    try:
+        tree = ast.parse(open(path, "rb").read(), filename=path)
+    except (OSError, SyntaxError):
+        return set()
+    names = set()
+    package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                names.add(f"{base}.{node.module}" if node.module else base)
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def find_local_modules(
+    func: Any,
+    extra_objects: Iterable[Any] = (),
+    available: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> list[str]:
+    """Top-level local modules ``func`` needs that the runtime lacks (sorted names)."""
+    avail = installed_top_level() if available is None else frozenset(available) | frozenset(
+        sys.stdlib_module_names
+    ) | frozenset(sys.builtin_module_names)
+    avail = avail - {"__main__"}
+    excluded = set(exclude)
+    names: set[str] = set()
+    _modules_in(func, set(), names)
+    for obj in extra_objects:
+        _modules_in(obj, set(), names)
+    result: set[str] = set()
+    queue = list(names)
+    visited: set[str] = set()
+    while queue:
+        name = queue.pop()
+        if name in visited:
+            continue
+        visited.add(name)
+        mod = sys.modules.get(name)
+        if mod is None or not _is_local(mod, avail):
+            continue
+        top = name.split(".")[0]
+        if top in excluded or name in excluded:
+            continue
+        result.add(top)
+        queue.extend(n for n in _imports_of(mod) if n in sys.modules)
+        top_mod = sys.modules.get(top)
+        if top_mod is not None and top_mod is not mod:
+            queue.append(top)
+    return sorted(result)
+
+
+def _module_root(name: str) -> tuple[str, str]:
+    """(path to ship, archive name) for a top-level module or package."""
+    mod = sys.modules.get(name)
+    if mod is None:
+        try:
+            import importlib
+
+            mod = importlib.import_module(name)
+        except ImportError as exc:
+            raise SerializationError(
+                f"include_modules names {name!r}, which cannot be imported here: {exc}"
+            ) from None
+    path = getattr(mod, "__file__", None)
+    if not path:
+        raise SerializationError(f"module {name!r} has no source file to ship")
+    if hasattr(mod, "__path__"):
+        return os.path.dirname(path), name
+    return path, os.path.basename(path)
+
+
+def zip_modules(names: Iterable[str]) -> bytes | None:
+    """A zip of the sources of the named top-level modules/packages (``None`` if none)."""
+    names = sorted(set(names))
+    if not names:
+        return None
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            root, arc = _module_root(name)
+            if os.path.isdir(root):
+                for dirpath, dirnames, filenames in os.walk(root):
+                    dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                    for fn in sorted(filenames):
+                        if fn.endswith((".pyc", ".pyo")):
+                            continue
+                        full = os.path.join(dirpath, fn)
+                        rel = os.path.relpath(full, root)
+                        info = zipfile.ZipInfo(os.path.join(arc, rel), date_time=(2000, 1, 1, 0, 0, 0))
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        with open(full, "rb") as f:
+                            zf.writestr(info, f.read())
+            else:
+                info = zipfile.ZipInfo(arc, date_time=(2000, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with open(root, "rb") as f:
+                    zf.writestr(info, f.read())
+    return buf.getvalue()
+
+
+def package_function(
+    func: Any,
+    include_modules: Iterable[str] | None = None,
+    exclude_modules: Iterable[str] | None = None,
+    runtime_modules: Iterable[str] | None = None,
+    extra_objects: Iterable[Any] = (),
+) -> tuple[bytes, list[str]]:
+    """Pickle ``func`` with the sources of the local modules it needs.
+
+    ``include_modules=None`` finds them automatically; a list ships exactly those modules
+    (``[]`` ships none). ``exclude_modules`` are never shipped. Returns the package bytes and the
+    names shipped.
+    """
+    if not callable(func):
+        raise SerializationError(
+            f"the function to run must be callable, got {type(func).__name__}: {func!r}"
+        )
+    if include_modules is None:
+        modules = find_local_modules(func, extra_objects, runtime_modules, exclude_modules or ())
+    else:
+        if isinstance(include_modules, str):
+            raise SerializationError("include_modules must be a list of module names, not a string")
+        modules = sorted(set(include_modules) - set(exclude_modules or ()))
+    func_bytes = dumps(func, f"function {getattr(func, '__qualname__', func)!r}")
+    package = pickle.dumps(
+        {"func": func_bytes, "modules": zip_modules(modules), "module_names": modules},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    return package, modules
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+

@@ -1,0 +1,154 @@
+"""``wren.Storage``: the user's client on the same storage the executor uses.
+
+Method names follow PyWren for IBM Cloud and Lithops, so existing code keeps working.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import IO, Any, Iterable, Mapping
+
+from wren.config import Config, load_config, parse_section
+from wren.errors import InvalidInputError
+from wren.storage.base import StorageBackend
+from wren.storage.ranges import parse_range_header
+
+
+def build_storage(config: Config, name: str | None = None) -> StorageBackend:
+    """Instantiate the storage plugin ``name`` (default: ``config.wren.storage``)."""
+    from wren.plugins import get_registry
+
+    name = name or config.wren.storage
+    spec = get_registry().get("storage", name)
+    section = parse_section(spec.config_class, name, config.section(name)) if spec.config_class else None
+    return spec.backend_class(section)
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudObject:
+    """A reference to an object stored with :meth:`Storage.put_cloudobject`."""
+
+    backend: str
+    bucket: str
+    key: str
+
+
+class Storage:
+    """Object storage client: ``wren.Storage()`` uses the configured storage.
+
+    ``config`` is a config dict as for :func:`wren.function_executor`; ``backend`` names the
+    storage plugin (``localhost``, ``ibm_cos``...). ``bucket`` is the default bucket.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | Config | None = None,
+        backend: str | None = None,
+        *,
+        storage_backend: StorageBackend | None = None,
+    ):
+        if storage_backend is not None:
+            self._backend = storage_backend
+        else:
+            cfg = config if isinstance(config, Config) else load_config(config)
+            self._backend = build_storage(cfg, backend)
+        self.backend = self._backend.name
+
+    @property
+    def storage_backend(self) -> StorageBackend:
+        return self._backend
+
+    @property
+    def bucket(self) -> str:
+        return self._backend.default_bucket
+
+    def __repr__(self) -> str:
+        return f"wren.Storage(backend={self.backend!r}, bucket={self.bucket!r})"
+
+    # -- objects --------------------------------------------------------------------------------
+    def put_object(self, bucket: str, key: str, body: bytes | str | IO[bytes]) -> None:
+        if isinstance(body, str):
+            body = body.encode()
+        self._backend.put_object(bucket, key, body)
+
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        stream: bool = False,
+        extra_get_args: Mapping[str, Any] | None = None,
+    ) -> bytes | IO[bytes]:
+        """The object's bytes, or a stream when ``stream=True``.
+
+        ``extra_get_args={'Range': 'bytes=0-99'}`` reads only that (inclusive) range.
+        """
+        byte_range = None
+        extra = dict(extra_get_args or {})
+        rng = extra.pop("Range", None)
+        if extra:
+            raise InvalidInputError(
+                f"unsupported extra_get_args {sorted(extra)}; only 'Range' is supported"
+            )
+        if rng is not None:
+            size = None
+            if rng.strip().startswith("bytes=-") or rng.strip().endswith("-"):
+                size = self._backend.head_object(bucket, key).size
+            byte_range = parse_range_header(rng, size)
+        if stream:
+            return self._backend.open_object(bucket, key, byte_range)
+        return self._backend.get_object(bucket, key, byte_range)
+
+    def head_object(self, bucket: str, key: str) -> dict[str, Any]:
+        info = self._backend.head_object(bucket, key)
+        return {
+            "content-length": str(info.size),
+            "size": info.size,
+            "last-modified": info.last_modified,
+            "etag": info.etag,
+        }
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        self._backend.delete_object(bucket, key)
+
+    def delete_objects(self, bucket: str, key_list: Iterable[str]) -> None:
+        self._backend.delete_objects(bucket, list(key_list))
+
+    def list_objects(self, bucket: str, prefix: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {"Key": o.key, "Size": o.size, "LastModified": o.last_modified, "ETag": o.etag}
+            for o in self._backend.list_objects(bucket, prefix or "")
+        ]
+
+    def list_keys(self, bucket: str, prefix: str | None = None) -> list[str]:
+        return self._backend.list_keys(bucket, prefix or "")
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self._backend.bucket_exists(bucket)
+
+    def create_bucket(self, bucket: str) -> None:
+        self._backend.create_bucket(bucket)
+
+    # -- cloud objects --------------------------------------------------------------------------
+    def put_cloudobject(
+        self, body: bytes | str | IO[bytes], bucket: str | None = None, key: str | None = None
+    ) -> CloudObject:
+        bucket = bucket or self.bucket
+        key = key or f"wren.cloudobjects/{uuid.uuid4().hex}"
+        self.put_object(bucket, key, body)
+        return CloudObject(self.backend, bucket, key)
+
+    def get_cloudobject(self, cloudobject: CloudObject, stream: bool = False) -> bytes | IO[bytes]:
+        if not isinstance(cloudobject, CloudObject):
+            raise InvalidInputError(
+                f"get_cloudobject takes the CloudObject that put_cloudobject returned, "
+                f"got {type(cloudobject).__name__}"
+            )
+        if cloudobject.backend != self.backend:
+            raise InvalidInputError(
+                f"this cloud object lives in storage {cloudobject.backend!r}, but this client "
+                f"uses {self.backend!r}: open wren.Storage(backend={cloudobject.backend!r})"
+            )
+        return self.get_object(cloudobject.bucket, cloudobject.key, stream=stream)
+
+    def delete_cloudobject(self, cloudobject: CloudObject) -> None:
+        self.delete_object(cloudobject.bucket, cloudobject.key)

@@ -1,0 +1,187 @@
+"""Local-filesystem storage: each bucket a folder, each key a file; atomic, multi-process safe."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from typing import IO, ClassVar, Iterable, Iterator
+
+from wren.errors import StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
+from wren.localconfig import LocalhostConfig
+from wren.storage.base import ObjectInfo, StorageBackend
+from wren.storage.ranges import RangeReader
+
+TMP_PREFIX = ".wren-tmp-"
+
+
+class LocalStorage(StorageBackend):
+    """Buckets are folders under ``storage_root``; writes go to a temporary file, then rename.
+
+    Folders are created with mode 0700 and files 0600, so only their owner reads wren's data.
+    Putting an object into a bucket that does not exist creates the bucket.
+    """
+
+    name: ClassVar[str] = "localhost"
+    schemes: ClassVar[tuple[str, ...]] = ("file",)
+    config_class: ClassVar[type] = LocalhostConfig
+    local_only: ClassVar[bool] = True
+
+    def __init__(self, config: LocalhostConfig | None = None):
+        super().__init__(config or LocalhostConfig())
+        self.root = self.config.storage_root
+
+    @property
+    def default_bucket(self) -> str:
+        return self.config.storage_bucket
+
+    # -- paths ----------------------------------------------------------------------------------
+    def _bucket_dir(self, bucket: str) -> str:
+        if not bucket or "/" in bucket or bucket in (".", "..") or "\x00" in bucket:
+            raise StorageError(f"invalid bucket name {bucket!r}: use a plain name without '/'")
+        return os.path.join(self.root, bucket)
+
+    def _path(self, bucket: str, key: str) -> str:
+        if not isinstance(key, str) or not key:
+            raise StorageError(f"invalid key {key!r}: keys are non-empty strings")
+        parts = key.split("/")
+        if (
+            key.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or "\x00" in key
+            or any(p.startswith(TMP_PREFIX) for p in parts)
+        ):
+            raise StorageError(
+                f"invalid key {key!r} for local storage: no leading '/', no empty, '.' or '..' parts"
+            )
+        return os.path.join(self._bucket_dir(bucket), *parts)
+
+    def _require_bucket(self, bucket: str) -> str:
+        path = self._bucket_dir(bucket)
+        if not os.path.isdir(path):
+            raise StorageNoSuchBucketError(
+                f"bucket {bucket!r} does not exist in local storage at {self.root}; "
+                "create it with create_bucket() or put an object into it"
+            )
+        return path
+
+    # -- objects --------------------------------------------------------------------------------
+    def put_object(self, bucket: str, key: str, body: bytes | IO[bytes]) -> None:
+        path = self._path(bucket, key)
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(
+                f"cannot store {key!r} in bucket {bucket!r}: a part of its path is an object"
+            ) from None
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if isinstance(body, (bytes, bytearray, memoryview)):
+                    f.write(body)
+                else:
+                    shutil.copyfileobj(body, f, 1024 * 1024)
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            os.unlink(tmp)
+            raise StorageError(
+                f"cannot store {key!r} in bucket {bucket!r}: keys under it exist already"
+            ) from None
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _open(self, bucket: str, key: str) -> IO[bytes]:
+        path = self._path(bucket, key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            self._require_bucket(bucket)
+            raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}") from None
+
+    def get_object(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        with self._open(bucket, key) as f:
+            if byte_range is None:
+                return f.read()
+            first, last = byte_range
+            f.seek(first)
+            return f.read(max(0, last - first + 1))
+
+    def open_object(
+        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+    ) -> IO[bytes]:
+        f = self._open(bucket, key)
+        if byte_range is None:
+            return f
+        return io.BufferedReader(RangeReader(f, byte_range[0], byte_range[1]))
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        path = self._path(bucket, key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._require_bucket(bucket)
+            raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}") from None
+        if not os.path.isfile(path):
+            raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}")
+        return ObjectInfo(key=key, size=st.st_size, last_modified=st.st_mtime)
+
+    def delete_objects(self, bucket: str, keys: Iterable[str]) -> None:
+        bucket_dir = self._require_bucket(bucket)
+        dirs = set()
+        for key in keys:
+            path = self._path(bucket, key)
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            dirs.add(os.path.dirname(path))
+        # prune folders left empty, deepest first, never the bucket itself
+        for d in sorted(dirs, key=len, reverse=True):
+            while d != bucket_dir and d.startswith(bucket_dir + os.sep):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+                d = os.path.dirname(d)
+
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        bucket_dir = self._require_bucket(bucket)
+        head, _, tail = prefix.rpartition("/")
+        start = os.path.join(bucket_dir, *head.split("/")) if head else bucket_dir
+        base = head + "/" if head else ""
+        found: list[ObjectInfo] = []
+        self._walk(start, base, tail, found)
+        found.sort(key=lambda o: o.key)
+        yield from found
+
+    def _walk(self, directory: str, base: str, name_prefix: str, out: list[ObjectInfo]) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if name_prefix and not entry.name.startswith(name_prefix):
+                continue
+            if entry.name.startswith(TMP_PREFIX):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                self._walk(entry.path, base + entry.name + "/", "", out)
+            else:
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # deleted while we listed
+                    continue
+                out.append(ObjectInfo(key=base + entry.name, size=st.st_size, last_modified=st.st_mtime))
+
+    # -- buckets --------------------------------------------------------------------------------
+    def bucket_exists(self, bucket: str) -> bool:
+        return os.path.isdir(self._bucket_dir(bucket))
+
+    def create_bucket(self, bucket: str) -> None:
+        os.makedirs(self._bucket_dir(bucket), mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
