@@ -110,17 +110,50 @@ def installed_top_level() -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=1)
+def _pth_dirs() -> tuple[str, ...]:
+    """Folders that ``.pth`` files in site-packages add to ``sys.path`` (editable installs):
+    every interpreter of this environment sees them, so they count as installed."""
+    dirs = set()
+    site_dirs = list(getattr(site, "getsitepackages", lambda: [])())
+    user = getattr(site, "getusersitepackages", lambda: None)()
+    if user:
+        site_dirs.append(user)
+    for sd in site_dirs:
+        try:
+            names = [n for n in os.listdir(sd) if n.endswith(".pth")]
+        except OSError:
+            continue
+        for n in names:
+            try:
+                lines = open(os.path.join(sd, n), encoding="utf-8").read().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith(("#", "import ", "import\t")):
+                    path = line if os.path.isabs(line) else os.path.join(sd, line)
+                    if os.path.isdir(path):
+                        dirs.add(os.path.realpath(path))
+    return tuple(sorted(dirs))
+
+
+NEVER_SHIPPED = frozenset({"wren", "cloudpickle", "tblib"})
+
+
 def _is_local(module: types.ModuleType, available: frozenset[str]) -> bool:
     name = getattr(module, "__name__", "")
     if not name or name == "__main__":
         return False
     top = name.split(".")[0]
-    if top in available:
+    if top in available or top in NEVER_SHIPPED:
         return False
     path = getattr(module, "__file__", None)
     if not path:
         return False
     real = os.path.realpath(path)
+    if available is installed_top_level() and any(real.startswith(d + os.sep) for d in _pth_dirs()):
+        return False
     return not any(real.startswith(d + os.sep) for d in _system_dirs())
 
 
@@ -218,7 +251,8 @@ def find_local_modules(
     avail = installed_top_level() if available is None else frozenset(available) | frozenset(
         sys.stdlib_module_names
     ) | frozenset(sys.builtin_module_names)
-    avail = avail - {"__main__"}
+    if available is not None:
+        avail = avail - {"__main__"}
     excluded = set(exclude)
     names: set[str] = set()
     _modules_in(func, set(), names)

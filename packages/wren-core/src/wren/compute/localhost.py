@@ -399,4 +399,6 @@ class LocalhostBackend(ComputeBackend):
     def runtime_metadata(self, runtime: str | None = None) -> dict[str, Any]:
         from wren.worker.runtime import runtime_metadata
 
-        return runtime_metadata()
+        meta = runtime_metadata()
+        meta["modules"] = None  # the workers share this environment: what is installed is there
+        return meta
