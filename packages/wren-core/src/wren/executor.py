@@ -567,7 +567,7 @@ class FunctionExecutor:
         fs = [value] if single else list(value)
         self._adopt(fs)
         results = self.get_result(fs, throw_except=throw_except, timeout=timeout, show_progressbar=False)
-        return results if not single else results
+        return results[0] if single else results
 
     def wait(
         self,
