@@ -74,6 +74,11 @@ def dumps(obj: Any, what: str) -> bytes:
 def loads(data: bytes, what: str) -> Any:
     try:
         return pickle.loads(data)
+    except ModuleNotFoundError as exc:
+        raise SerializationError(
+            f"cannot unpickle {what}: {exc}. Install that module in the runtime, or ship it "
+            f"with include_modules=[{exc.name!r}] if it is your own code"
+        ) from exc
     except Exception as exc:
         raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
 
