@@ -1,0 +1,56 @@
+import os
+import sys
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # s3server.py, next to this file
+
+from s3server import S3Server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (fresh data dir)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_wren(tmp_path_factory):
+    """No user config file and local storage in a fresh folder, for the whole session."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("HOME", "WREN_CONFIG_FILE", "WREN_LOCALHOST__STORAGE_ROOT")}
+    os.environ["HOME"] = str(home)
+    os.environ.pop("WREN_CONFIG_FILE", None)
+    os.environ["WREN_LOCALHOST__STORAGE_ROOT"] = str(tmp_path_factory.mktemp("wren-storage"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def cos_section(s3_server):
+    """The ``ibm_cos`` config section pointing at the test server (HMAC auth)."""
+    bucket = f"wren-test-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return {
+        "endpoint": s3_server.endpoint,
+        "storage_bucket": bucket,
+        "access_key_id": s3_server.access_key,
+        "secret_access_key": s3_server.secret_key,
+        "retries": 2,
+    }
+
+
+@pytest.fixture(scope="session")
+def cos_storage(cos_section):
+    from wren.config import parse_section
+    from wren_storage_cos import COSConfig, COSStorage
+
+    storage = COSStorage(parse_section(COSConfig, "ibm_cos", cos_section))
+    yield storage
+    storage.close()
