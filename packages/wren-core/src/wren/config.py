@@ -26,7 +26,8 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Mapping
 
 from wren.errors import ConfigError
 

@@ -19,7 +19,8 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wren import job as jobmod
 from wren import serialize
@@ -558,7 +559,9 @@ class FunctionExecutor:
         with self._lock:
             mon = getattr(self, "_nested_monitor", None)
             if mon is None:
-                mon = StorageMonitor(self.storage_backend, self._on_status, self._on_monitor_error, self.config.wren.monitor_interval)
+                mon = StorageMonitor(
+                    self.storage_backend, self._on_status, self._on_monitor_error, self.config.wren.monitor_interval
+                )
                 self._nested_monitor = mon
             return mon
 

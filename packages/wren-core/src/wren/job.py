@@ -18,7 +18,8 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import types
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from wren import serialize
 from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
@@ -106,7 +107,11 @@ class Binder:
         except (TypeError, ValueError):
             self.sig = None  # a builtin without a signature: the worker will tell
         params = self.sig.parameters if self.sig else {}
-        self.reserved = {name: name in params for name in RESERVED}
+        # a positional-only parameter (builtins' ``len(obj, /)``) cannot be filled by name
+        self.reserved = {
+            name: name in params and params[name].kind is not inspect.Parameter.POSITIONAL_ONLY
+            for name in RESERVED
+        }
 
     def check(self, args: tuple, kwargs: dict, where: str) -> None:
         taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]

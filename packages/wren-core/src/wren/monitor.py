@@ -14,11 +14,10 @@ import concurrent.futures
 import logging
 import pickle
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
 
 from wren import serialize
-from wren.worker.runtime import status_key
 
 if TYPE_CHECKING:
     from wren.future import ResponseFuture

@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 import warnings
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pluggy
 

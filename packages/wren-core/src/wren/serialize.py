@@ -25,7 +25,8 @@ import sys
 import sysconfig
 import types
 import zipfile
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import cloudpickle
 

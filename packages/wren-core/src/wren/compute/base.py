@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import abc
 import sys
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
+from collections.abc import Sequence
 
 from wren.config import WrenConfig
 

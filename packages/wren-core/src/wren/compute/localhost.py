@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
+from collections.abc import Sequence
 
 from wren.compute.base import ComputeBackend, ResultChannel
 from wren.config import WrenConfig

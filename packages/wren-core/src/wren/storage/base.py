@@ -23,7 +23,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import io
-from typing import IO, Any, ClassVar, Iterable, Iterator
+from typing import IO, Any, ClassVar
+from collections.abc import Iterable, Iterator
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import IO, Any, Iterable, Mapping
+from typing import IO, Any
+from collections.abc import Iterable, Mapping
 
 from wren.config import Config, load_config, parse_section
 from wren.errors import InvalidInputError

@@ -5,7 +5,8 @@ import io
 import os
 import shutil
 import tempfile
-from typing import IO, ClassVar, Iterable, Iterator
+from typing import IO, ClassVar
+from collections.abc import Iterable, Iterator
 
 from wren.errors import StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
 from wren.localconfig import LocalhostConfig

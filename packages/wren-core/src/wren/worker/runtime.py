@@ -8,7 +8,6 @@ containers through :mod:`wren.worker.__main__`.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle

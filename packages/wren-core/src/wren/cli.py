@@ -1,0 +1,281 @@
+"""The ``wren`` command.
+
+Exit codes: 0 success, 1 the operation failed (the message says why and what to do), 2 bad
+usage. Errors print one line on stderr; ``--json`` gives machine-readable output where a
+script would read it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+from collections.abc import Callable
+
+from wren.errors import WrenError
+
+
+def _hello(name: str) -> str:
+    import platform
+
+    return f"Hello {name}! wren is working (worker {socket.gethostname()}, pid {os.getpid()}, Python {platform.python_version()})"
+
+
+def _executor(args: argparse.Namespace, **kw: Any) -> Any:
+    import wren
+
+    return wren.function_executor(backend=args.backend, storage=args.storage, **kw)
+
+
+def cmd_hello(args: argparse.Namespace) -> int:
+    with _executor(args) as fexec:
+        result = fexec.get_result(fexec.call_async(_hello, args.name), show_progressbar=False)
+    print(result)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run quick checks of the configured storage and compute backends."""
+    from wren.testing import funcs
+
+    results: list[dict[str, Any]] = []
+
+    def check(name: str, fn: Callable[[], None]) -> None:
+        t = time.perf_counter()
+        try:
+            fn()
+            results.append({"check": name, "ok": True, "seconds": round(time.perf_counter() - t, 3)})
+        except Exception as exc:
+            results.append({"check": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    fexec = _executor(args)
+    st = fexec.storage_backend
+    key = f"{fexec.prefix}/verify"
+
+    def storage_roundtrip() -> None:
+        body = os.urandom(4096)
+        st.put_object(fexec.bucket, key, body)
+        assert st.get_object(fexec.bucket, key) == body, "read back different bytes"
+        assert st.get_object(fexec.bucket, key, (10, 19)) == body[10:20], "byte range mismatch"
+        assert key in st.list_keys(fexec.bucket, fexec.prefix + "/"), "listing misses the object"
+        st.delete_object(fexec.bucket, key)
+        assert not st.object_exists(fexec.bucket, key), "delete did not remove the object"
+
+    def compute_map() -> None:
+        got = fexec.get_result(fexec.map(funcs.double, range(10)), show_progressbar=False)
+        assert got == [2 * i for i in range(10)], f"wrong results {got}"
+
+    def compute_exception() -> None:
+        try:
+            fexec.get_result(fexec.call_async(funcs.fail, 1), show_progressbar=False)
+        except funcs.CustomError:
+            return
+        raise AssertionError("the remote exception did not come back")
+
+    def compute_map_reduce() -> None:
+        assert fexec.get_result(fexec.map_reduce(funcs.double, range(10), funcs.total), show_progressbar=False) == 90
+
+    try:
+        check(f"storage {st.name}: put/get/range/list/delete", storage_roundtrip)
+        check(f"compute {fexec.backend}: map", compute_map)
+        check(f"compute {fexec.backend}: remote exception", compute_exception)
+        check(f"compute {fexec.backend}: map_reduce", compute_map_reduce)
+    finally:
+        fexec.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            mark = "ok  " if r["ok"] else "FAIL"
+            extra = f"({r['seconds']} s)" if r["ok"] else r["error"]
+            print(f"{mark} {r['check']} {extra}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from wren.config import load_config
+    from wren.executor import JOBS_PREFIX
+    from wren.storage.client import build_storage
+
+    cfg = load_config(None, {"storage": args.storage})
+    st = build_storage(cfg)
+    bucket = st.default_bucket
+    removed = 0
+    if st.bucket_exists(bucket):
+        removed += st.delete_prefix(bucket, JOBS_PREFIX + "/")
+        if args.all:
+            removed += st.delete_prefix(bucket, "wren.cloudobjects/")
+    if args.all:
+        cache = os.path.join(tempfile.gettempdir(), f"wren-modules-{os.getuid()}")
+        shutil.rmtree(cache, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"storage": st.name, "bucket": bucket, "removed_objects": removed}))
+    else:
+        print(f"removed {removed} object(s) from {st.name} bucket {bucket!r}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from wren.config import WrenConfig, load_config, masked
+    from wren.plugins import get_registry
+
+    cfg = load_config()
+    reg = get_registry()
+    out: dict[str, Any] = {"wren": masked(cfg.to_dict()["wren"], WrenConfig)}
+    for section, values in sorted(cfg.sections.items()):
+        out[section] = masked(values, reg.config_class_for_section(section))
+    if args.json:
+        print(json.dumps({"source_file": cfg.source_file, "config": out}, indent=2, default=str))
+    else:
+        import yaml
+
+        print(f"# from: {cfg.source_file or 'no file (defaults and environment)'}")
+        print(yaml.safe_dump(out, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from wren.plugins import get_registry
+
+    rows = get_registry().describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        conflict = "  CONFLICT: claimed twice" if r["conflict"] else ""
+        print(f"{r['kind']:<8} {r['name']:<{width}}  {r['distribution']} {r['version']}{conflict}")
+    return 0
+
+
+def _runtime_backend(args: argparse.Namespace) -> Any:
+    from wren.config import load_config, parse_section
+    from wren.plugins import get_registry
+
+    cfg = load_config(None, {"backend": args.backend})
+    spec = get_registry().get("compute", cfg.wren.backend)
+    section = parse_section(spec.config_class, cfg.wren.backend, cfg.section(cfg.wren.backend)) if spec.config_class else None
+    return spec.backend_class(section, cfg.wren)
+
+
+def cmd_runtime(args: argparse.Namespace) -> int:
+    backend = _runtime_backend(args)
+    try:
+        if args.action == "build":
+            backend.build_runtime(args.name, dockerfile=args.file)
+            print(f"built runtime {args.name!r}")
+        elif args.action in ("deploy", "update"):
+            info = backend.deploy_runtime(args.name, memory=args.memory)
+            print(json.dumps(info, default=str) if args.json else f"deployed runtime {args.name!r}: {info}")
+        elif args.action == "list":
+            rows = backend.list_runtimes()
+            if args.json:
+                print(json.dumps(rows, default=str, indent=2))
+            else:
+                for r in rows:
+                    print("  ".join(f"{k}={v}" for k, v in r.items()))
+        elif args.action == "delete":
+            backend.delete_runtime(args.name, memory=args.memory)
+            print(f"deleted runtime {args.name!r}")
+        elif args.action == "metadata":
+            print(json.dumps(backend.runtime_metadata(args.name), indent=2, default=str))
+    except NotImplementedError as exc:
+        raise WrenError(str(exc)) from None
+    finally:
+        backend.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wren.version import __version__
+
+    parser = argparse.ArgumentParser(prog="wren", description="Run Python functions at scale with wren.")
+    parser.add_argument("--version", action="version", version=f"wren {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-b", "--backend", help="compute backend (default: from config)")
+        p.add_argument("-s", "--storage", help="storage backend (default: from config)")
+
+    p = sub.add_parser("hello", help="run a function on the configured backend and print its result")
+    common(p)
+    p.add_argument("name", nargs="?", default="World")
+    p.set_defaults(func=cmd_hello)
+
+    p = sub.add_parser("verify", help="check that the configured storage and compute backends work")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("clean", help="remove wren's temporary data from storage")
+    p.add_argument("-s", "--storage", help="storage backend (default: from config)")
+    p.add_argument("--all", action="store_true", help="also cloud objects and local caches")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("config", help="inspect the configuration")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    cs = csub.add_parser("show", help="print the merged configuration, secrets masked")
+    cs.add_argument("--json", action="store_true", help="machine-readable output")
+    cs.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("plugins", help="list installed plugins with their distributions")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("runtime", help="build, deploy, list, update and delete runtimes")
+    rsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, helptext in (
+        ("build", "build a runtime image"),
+        ("deploy", "deploy a runtime on the backend"),
+        ("update", "redeploy a runtime"),
+        ("delete", "delete a deployed runtime"),
+        ("list", "list deployed runtimes"),
+        ("metadata", "show what a runtime offers (Python, wren, modules)"),
+    ):
+        rp = rsub.add_parser(action, help=helptext)
+        rp.add_argument("-b", "--backend", help="compute backend (default: from config)")
+        if action != "list":
+            rp.add_argument("name", nargs="?" if action == "metadata" else None)
+        else:
+            rp.set_defaults(name=None)
+        if action == "build":
+            rp.add_argument("-f", "--file", help="Dockerfile to build from")
+        else:
+            rp.set_defaults(file=None)
+        if action in ("deploy", "update", "delete"):
+            rp.add_argument("--memory", type=int, help="memory in MB")
+        else:
+            rp.set_defaults(memory=None)
+        rp.add_argument("--json", action="store_true", help="machine-readable output")
+        rp.set_defaults(func=cmd_runtime)
+
+    from wren.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.wren_cli_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except WrenError as exc:
+        print(f"wren: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wren: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
