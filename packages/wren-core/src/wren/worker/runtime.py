@@ -336,8 +336,10 @@ def get_runtime() -> WorkerRuntime:
 
 def runtime_metadata() -> dict[str, Any]:
     """What this runtime offers: Python and wren versions, importable top-level modules."""
-    return {
-        "python": _PY,
-        "wren": __version__,
-        "modules": sorted(serialize.installed_top_level()),
-    }
+    import pkgutil
+
+    cwd = os.getcwd()
+    paths = [p for p in sys.path if p and os.path.abspath(p) != cwd]
+    modules = set(serialize.installed_top_level())
+    modules.update(m.name for m in pkgutil.iter_modules(paths))
+    return {"python": _PY, "wren": __version__, "modules": sorted(modules)}

@@ -1,0 +1,120 @@
+"""The container entry point of every wren runtime: ``python -m wren.worker [--port 8080]``.
+
+It speaks the OpenWhisk action protocol (``POST /init``, ``POST /run`` with the payload in
+``value``), so one image serves OpenWhisk and IBM Cloud Functions as a blackbox action, and
+Knative's (``POST /`` with the payload as the body). A payload is
+``wren.worker.protocol.encode({"job": job, "calls": [call, ...]})``; each call runs in a
+supervised child process (see :mod:`wren.worker.supervisor`) and writes its status to storage.
+``{"wren_metadata": true}`` (or ``GET /metadata``) answers with the runtime's metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from wren.worker import protocol
+from wren.worker.runtime import runtime_metadata
+from wren.worker.supervisor import run_supervised
+
+logger = logging.getLogger("wren.worker")
+
+
+def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run what a payload asks for and return the JSON answer."""
+    if payload.get("wren_metadata"):
+        return runtime_metadata()
+    data = protocol.decode(payload)
+    job = data["job"]
+    calls = data.get("calls") or ([data["call"]] if "call" in data else [])
+    if not calls:
+        return {"error": "the payload has no calls"}
+    if len(calls) == 1:
+        results = [run_supervised(job, calls[0])]
+    else:
+        workers = int(os.environ.get("WREN_WORKER_CONCURRENCY", "0")) or (os.cpu_count() or 1)
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(calls))) as pool:
+            results = list(pool.map(lambda c: run_supervised(job, c), calls))
+    return {"job_key": job["job_key"], "calls": results}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "wren-worker"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet unless debugging
+        logger.debug(fmt, *args)
+
+    def _send(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path in ("/metadata", "/metadata/"):
+            self._send(200, runtime_metadata())
+        elif self.path in ("/healthz", "/"):
+            self._send(200, {"ok": True})
+        else:
+            self._send(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            body = self._body()
+        except (ValueError, json.JSONDecodeError) as exc:
+            self._send(400, {"error": f"the body is not JSON: {exc}"})
+            return
+        try:
+            if self.path.startswith("/init"):
+                self._send(200, {"ok": True})
+            elif self.path.startswith("/run"):
+                # OpenWhisk: action parameters arrive under "value"
+                self._send(200, handle_payload(body.get("value") or {}))
+            elif self.path in ("/", ""):
+                self._send(200, handle_payload(body))
+            else:
+                self._send(404, {"error": f"no route {self.path}"})
+        except Exception as exc:  # report, never crash the server
+            logger.exception("payload failed")
+            self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a burst of invocations must queue, not be reset
+
+
+def serve(host: str, port: int) -> None:
+    server = Server((host, port), Handler)
+    logger.info("wren worker listening on %s:%d", host, port)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wren.worker", description="wren's container entry point")
+    ap.add_argument("--host", default=os.environ.get("WREN_WORKER_HOST", "0.0.0.0"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("WREN_WORKER_PORT", "8080"))))
+    ap.add_argument("--log-level", default=os.environ.get("WREN_LOG_LEVEL", "WARNING"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    serve(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The invocation payload on the wire: JSON, with bytes as ``{"__b64__": "..."}``.
+
+Backends send ``encode({"job": job, "calls": [call, ...]})`` as the body (or OpenWhisk action
+parameters); the worker's HTTP entry point decodes it. No pickle in the envelope: the only
+pickled parts are the signed function, data and results that the runtime verifies.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+
+def _enc(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"__b64__": base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, dict):
+        return {str(k): _enc(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_enc(v) for v in obj]
+    return obj
+
+
+def _dec(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if len(obj) == 1 and "__b64__" in obj:
+            return base64.b64decode(obj["__b64__"])
+        return {k: _dec(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_dec(v) for v in obj]
+    return obj
+
+
+def encode(payload: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy of ``payload``."""
+    return _enc(payload)
+
+
+def decode(payload: dict[str, Any]) -> dict[str, Any]:
+    return _dec(payload)
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(encode(payload), separators=(",", ":")).encode()
+
+
+def loads(body: bytes) -> dict[str, Any]:
+    return decode(json.loads(body))

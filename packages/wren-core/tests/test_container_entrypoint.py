@@ -1,0 +1,153 @@
+"""The container entry point (``python -m wren.worker``) behind a minimal HTTP compute backend.
+
+This drives the paths cloud backends use: the invoker with max_workers, status records in
+storage found by the storage monitor, and calls supervised in child processes (timeouts, dead
+processes). The backend here is a test plugin registered for these tests only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any, ClassVar
+
+import pytest
+
+import wren
+from wren import plugins
+from wren.compute.base import ComputeBackend
+from wren.errors import InvocationError
+from wren.testing import ComputeBackendConformance
+from wren.worker import protocol
+
+
+@dataclasses.dataclass
+class HttpTestConfig:
+    url: str = ""
+
+
+class HttpTestBackend(ComputeBackend):
+    name: ClassVar[str] = "httptest"
+    config_class: ClassVar[type] = HttpTestConfig
+    runs_locally: ClassVar[bool] = True
+    invocations: ClassVar[int] = 0
+
+    def invoke(self, job, calls, channel):
+        for call in calls:
+            body = protocol.dumps({"job": job, "calls": [call]})
+            req = urllib.request.Request(self.config.url + "/", data=body, headers={"Content-Type": "application/json"})
+            type(self).invocations += 1
+            try:
+                with urllib.request.urlopen(req, timeout=job["timeout"] + 30) as resp:
+                    json.loads(resp.read())
+            except OSError as exc:
+                raise InvocationError(f"cannot reach the test worker at {self.config.url}: {exc}") from exc
+
+
+class _Plugin:
+    @wren.hookimpl
+    def wren_compute_backends(self):
+        return [wren.ComputeBackendSpec("httptest", HttpTestBackend, HttpTestConfig)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def worker_server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("the worker entry point did not start")
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _with_plugin():
+    pm = plugins.create_plugin_manager(load_entry_points=False)
+    pm.register(_Plugin(), name="httptest-plugin")
+    with plugins.use_plugin_manager(pm):
+        yield
+
+
+class TestThroughTheContainerEntryPoint(ComputeBackendConformance):
+    death_report_seconds = 30.0
+
+    @pytest.fixture
+    def executor_config(self, worker_server):
+        return {"wren": {"backend": "httptest", "storage": "localhost", "max_workers": 8, "monitor_interval": 0.2},
+                "httptest": {"url": worker_server}}
+
+
+def test_metadata_endpoint(worker_server):
+    with urllib.request.urlopen(worker_server + "/metadata") as resp:
+        meta = json.loads(resp.read())
+    assert meta["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert meta["wren"] == wren.__version__ and "wren" in meta["modules"]
+
+
+def test_openwhisk_protocol(worker_server):
+    req = urllib.request.Request(worker_server + "/init", data=b"{}", method="POST")
+    with urllib.request.urlopen(req) as resp:
+        assert json.loads(resp.read()) == {"ok": True}
+    req = urllib.request.Request(worker_server + "/run", data=json.dumps({"value": {"wren_metadata": True}}).encode(), method="POST")
+    with urllib.request.urlopen(req) as resp:
+        assert "python" in json.loads(resp.read())
+
+
+def test_max_workers_caps_calls_in_flight(worker_server):
+    cfg = {"wren": {"backend": "httptest", "max_workers": 2}, "httptest": {"url": worker_server}}
+    with wren.function_executor(config=cfg) as ex:
+        res = ex.get_result(ex.map(_span, range(6)))
+    intervals = sorted(res)
+    for i, (start, _) in enumerate(intervals):
+        overlapping = sum(1 for s, e in intervals if s <= start < e)
+        assert overlapping <= 2, (i, intervals)
+
+
+def _span(_):
+    start = time.time()
+    time.sleep(0.3)
+    return (start, time.time())
+
+
+def test_status_found_by_listing_not_per_call(worker_server):
+    cfg = {"wren": {"backend": "httptest", "max_workers": 50, "monitor_interval": 0.5}, "httptest": {"url": worker_server}}
+    with wren.function_executor(config=cfg) as ex:
+        assert ex.get_result(ex.map(abs, range(-40, 0))) == list(range(40, 0, -1))
+        assert ex.monitor.list_requests < 40  # one listing covers many calls
+
+
+def test_tampered_function_is_refused(worker_server):
+    cfg = {"wren": {"backend": "httptest"}, "httptest": {"url": worker_server}}
+    with wren.function_executor(config=cfg) as ex:
+        assert ex.get_result(ex.call_async(abs, -1)) == 1
+        (func_key,) = [k for k in ex.storage_backend.list_keys(ex.bucket, ex.prefix + "/funcs/")]
+        import pickle
+
+        import cloudpickle
+
+        evil = pickle.dumps({"func": cloudpickle.dumps(lambda *a: os.getpid()), "modules": None, "module_names": []})
+        ex.storage_backend.put_object(ex.bucket, func_key, b"WREN1" + b"\0" * 32 + evil)
+        ex._uploaded_funcs.add(func_key)  # the client believes it is still its own
+        with pytest.raises(wren.SerializationError, match="signature does not match"):
+            ex.get_result(ex.call_async(abs, -2))
