@@ -44,7 +44,9 @@ for _package in EXISTING:
         session.install(*_local_requirements(package))
         session.install(f"{ROOT / 'packages' / package}[test]")
         args = session.posargs or ["-q", "-rs"]
-        session.run("pytest", str(ROOT / "packages" / package / "tests"), *args)
+        # testsupport/: starters for the real servers tests use (S3, Docker engine, RabbitMQ)
+        env = {"PYTHONPATH": str(ROOT / "testsupport")}
+        session.run("pytest", str(ROOT / "packages" / package / "tests"), *args, env=env)
 
 
 @nox.session(python=PYTHON)

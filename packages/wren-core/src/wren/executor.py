@@ -145,7 +145,9 @@ class FunctionExecutor:
             self.prefix = f"{JOBS_PREFIX}/{self.executor_id}"
             self._clean_on_exit = wcfg.clean_on_exit
         self._bound_to_process = self.compute.bound_to_client_process and self._nested
-        self._direct = bool(getattr(self.compute, "delivers_results", False))
+        # the backend's own channel (the localhost pool's pipes) replaces storage polling; a
+        # push monitor the user chose (rabbitmq) is used as asked
+        self._direct = bool(getattr(self.compute, "delivers_results", False)) and wcfg.monitoring == "storage"
 
         self.futures: list[ResponseFuture] = []
         self._by_key: dict[tuple[str, str], ResponseFuture] = {}
@@ -335,6 +337,9 @@ class FunctionExecutor:
             "config": worker_config,
             "total_calls": len(arguments),
         }
+        events = self.monitor.job_events(job)
+        if events:
+            job["events"] = events
         calls = []
         futures = []
         for i, call_id in enumerate(jobmod.iter_calls(len(arguments))):

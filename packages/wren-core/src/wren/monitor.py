@@ -46,6 +46,27 @@ class Monitor(abc.ABC):
     def watch(self, futures: Iterable[ResponseFuture]) -> None:
         """Start watching these futures (until each is ready)."""
 
+    def job_events(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """What workers need to report events of ``job`` to this monitor (sent in the
+        invocation as ``job["events"]``), or ``None`` when workers report through storage only.
+        Must hold ``"monitor"``: this monitor's registered name."""
+        return None
+
+    @classmethod
+    def worker_publisher(cls, events: dict[str, Any]) -> EventPublisher | None:
+        """On the worker: the publisher for ``job["events"]`` (``None``: nothing to publish)."""
+        return None
+
+
+class EventPublisher(abc.ABC):
+    """Worker side of a push monitor. Failures must never fail the call: storage stays the
+    durable record, so a publisher that cannot reach its broker only logs."""
+
+    @abc.abstractmethod
+    def publish(self, job: dict[str, Any], event: str, status: dict[str, Any] | None) -> None:
+        """``event`` is ``"start"`` (status ``None``) or ``"finish"`` (the signed status
+        record's fields)."""
+
     def poke(self) -> None:
         """Check again soon (a waiter is impatient)."""
 

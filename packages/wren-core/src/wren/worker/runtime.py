@@ -117,6 +117,7 @@ class WorkerRuntime:
         self._funcs: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._module_dirs: dict[str, str] = {}
         self._shipped_owner: dict[str, str] = {}
+        self._publishers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.cold = True
         self.started = time.time()
@@ -212,6 +213,9 @@ class WorkerRuntime:
         logs = io.StringIO()
         storage = None
         secret = bytes.fromhex(job["secret"])
+        publisher = self.publisher_for(job)
+        if publisher is not None:
+            self._publish(publisher, job, "start", {"job_key": job["job_key"], "call_id": call_id})
         try:
             if job.get("python") and job["python"] != _PY:
                 raise VersionMismatchError(
@@ -274,7 +278,40 @@ class WorkerRuntime:
             write_status = job.get("store_results", True)
         if write_status:
             self.write_status(job, status, storage)
+        if publisher is not None:
+            self._publish(publisher, job, "finish", status)
         return status
+
+    def publisher_for(self, job: dict[str, Any]) -> Any:
+        events = job.get("events")
+        if not events:
+            return None
+        key = repr(sorted((k, str(v)) for k, v in events.items()))
+        with self._lock:
+            if key in self._publishers:
+                return self._publishers[key]
+        try:
+            from wren.plugins import get_registry
+
+            spec = get_registry().get("monitor", events["monitor"])
+            pub = spec.monitor_class.worker_publisher(events)
+        except Exception as exc:  # monitoring must never fail a call
+            import logging
+
+            logging.getLogger("wren.worker").warning("no event publisher for %s: %s", events.get("monitor"), exc)
+            pub = None
+        with self._lock:
+            self._publishers[key] = pub
+        return pub
+
+    @staticmethod
+    def _publish(publisher: Any, job: dict[str, Any], event: str, status: dict[str, Any] | None) -> None:
+        try:
+            publisher.publish(job, event, status)
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("wren.worker").warning("publishing %s event failed: %s", event, exc)
 
     def write_status(self, job: dict[str, Any], status: dict[str, Any], storage: Any = None) -> None:
         storage = storage or self.storage_for(job)
