@@ -1,0 +1,310 @@
+"""The ``openwhisk`` compute backend: one docker action per (runtime, memory), one activation
+per call (or per group of calls with ``remote_invoker``).
+
+Every action runs a wren runtime image, whose entry point (``python -m wren.worker``) speaks the
+OpenWhisk action protocol; the action's parameters are
+``wren.worker.protocol.encode({"job": job, "calls": [call, ...]})``. Results travel through
+storage, found by the executor's monitor; this backend only has to get calls accepted.
+
+Concurrency: ``manages_concurrency`` is False, so wren's invoker keeps at most ``max_workers``
+calls in flight; :meth:`OpenWhiskBackend.invoke` posts the calls it is given on a pool of
+``invoke_pool_size`` threads sharing one pooled HTTP session, and returns once every activation
+was accepted (HTTP 202) or has failed for good (then its futures fail with an InvocationError).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import re
+import sys
+import threading
+from typing import Any, ClassVar
+from collections.abc import Sequence
+
+from wren.compute.base import ComputeBackend, ResultChannel
+from wren.config import WrenConfig
+from wren import runtimes
+from wren.errors import InvocationError
+from wren.version import __version__ as wren_version
+from wren.worker import protocol
+
+from wren_backend_openwhisk.client import Auth, BasicAuth, OpenWhiskAuthError, OpenWhiskClient, OpenWhiskError
+from wren_backend_openwhisk.config import OpenWhiskConfig
+
+logger = logging.getLogger("wren.openwhisk")
+
+_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+#: Seconds an action may run beyond the call's own timeout (the entry point's supervision,
+#: writing the status record).
+ACTION_TIMEOUT_MARGIN = 30
+
+
+def default_runtime_name() -> str:
+    """wren's default runtime image for this Python and wren version."""
+    return runtimes.default_runtime_name()
+
+
+def first_use_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """wren's lock (threads and processes of this machine) for deploying a runtime once."""
+    return runtimes.runtime_lock(name)
+
+
+def action_name(runtime: str, memory: int) -> str:
+    """``<runtime with / and : as _>_<memory>MB``: one action per runtime image and memory."""
+    base = re.sub(r"[^A-Za-z0-9_.@-]", "_", runtime)
+    return f"{base}_{int(memory)}MB"
+
+
+class OpenWhiskBackend(ComputeBackend):
+    """Calls run as activations of docker actions on an OpenWhisk controller."""
+
+    name: ClassVar[str] = "openwhisk"
+    config_class: ClassVar[type | None] = OpenWhiskConfig
+    manages_concurrency: ClassVar[bool] = False
+    runs_locally: ClassVar[bool] = False
+    price_per_gb_second: ClassVar[float | None] = None  # self-hosted: no published price
+
+    def __init__(self, config: Any, wren_config: WrenConfig):
+        super().__init__(config, wren_config)
+        self._lock = threading.Lock()
+        self._deploy_locks: dict[str, threading.Lock] = {}
+        self._deployed: set[str] = set()
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._warned: set[str] = set()
+        self._versions: dict[str, str] = {}  # action -> deployment token (metadata cache)
+        self._client_obj: OpenWhiskClient | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: set by tests to count what was sent
+        self.activations = 0
+
+    # -- what subclasses change --------------------------------------------------------------
+    def make_auth(self) -> Auth:
+        return BasicAuth(self.config.api_key)
+
+    def api_namespace(self) -> str:
+        return self.config.namespace
+
+    def api_endpoint(self) -> str:
+        return self.config.endpoint
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def client(self) -> OpenWhiskClient:
+        """The API client, made on first use (no network I/O until a request)."""
+        if self._client_obj is None:
+            with self._lock:
+                if self._client_obj is None:
+                    cfg = self.config
+                    self._client_obj = OpenWhiskClient(
+                        self.api_endpoint(), self.api_namespace(), self.make_auth(),
+                        insecure=cfg.insecure, retries=cfg.retries, throttle_timeout=cfg.throttle_timeout,
+                        backoff_base=cfg.backoff_base, backoff_max=cfg.backoff_max,
+                        request_timeout=cfg.request_timeout, pool_size=cfg.invoke_pool_size,
+                        extra_headers=self.extra_headers(), user_agent=f"wren/{wren_version} ({self.name})",
+                    )
+        return self._client_obj
+
+    def _executor_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.config.invoke_pool_size, thread_name_prefix=f"wren-{self.name}-post"
+                    )
+        return self._pool
+
+    @property
+    def default_max_workers(self) -> int:
+        return self.config.max_workers
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return 1024 * 1024  # OpenWhisk's default limit on action parameters
+
+    def runtime(self, name: str | None = None) -> str:
+        return name or self.config.runtime or self.wren_config.runtime or default_runtime_name()
+
+    def memory(self, memory: int | None = None) -> int:
+        return int(memory or self.wren_config.runtime_memory or self.config.runtime_memory)
+
+    def start(self) -> None:
+        self.client  # noqa: B018 - build the session now, off the user's thread
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._client_obj is not None:
+            self._client_obj.close()
+            self._client_obj = None
+
+    # -- runtimes ----------------------------------------------------------------------------
+    def _action_timeout(self) -> int:
+        """The action's time limit: the longest call timeout plus the supervisor's margin."""
+        return int(self.config.runtime_timeout) + ACTION_TIMEOUT_MARGIN
+
+    def ensure_action(self, runtime: str | None = None, memory: int | None = None) -> str:
+        """The action for ``runtime`` and ``memory``, deployed on first use (once, under a lock)."""
+        runtime = self.runtime(runtime)
+        memory = self.memory(memory)
+        name = action_name(runtime, memory)
+        if name in self._deployed:
+            return name
+        with self._lock:
+            lock = self._deploy_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name in self._deployed:
+                return name
+            existing = self.client.get_action(name)
+            image = ((existing or {}).get("exec") or {}).get("image")
+            if existing is None or image != runtime:
+                with first_use_lock(f"{self.name}-{name}"):
+                    logger.info("deploying action %s (image %s, %d MB)", name, runtime, memory)
+                    existing = self._put_action(name, runtime, memory)
+            self._versions[name] = _version_token(existing)
+            self._deployed.add(name)
+        return name
+
+    def _put_action(self, name: str, runtime: str, memory: int) -> dict[str, Any]:
+        return self.client.put_action(
+            name, runtime, memory, self._action_timeout(), self.config.action_concurrency,
+            annotations={"wren_runtime": runtime, "wren_version": wren_version, "wren_python": _PY},
+        )
+
+    def deploy_runtime(self, name: str, memory: int | None = None, **options: Any) -> dict[str, Any]:
+        """Create or update the action of runtime ``name`` and check what it runs."""
+        runtime = self.runtime(name)
+        memory = self.memory(memory)
+        action = action_name(runtime, memory)
+        with first_use_lock(f"{self.name}-{action}"):
+            deployed = self._put_action(action, runtime, memory)
+        self._versions[action] = _version_token(deployed)
+        self._deployed.add(action)
+        self._metadata.pop(runtime, None)
+        meta = self.runtime_metadata(runtime, memory=memory)
+        return {"action": action, "runtime": runtime, "memory": memory, "timeout": self._action_timeout(),
+                "python": meta.get("python"), "wren": meta.get("wren"), "namespace": self.api_namespace()}
+
+    def _cache_name(self, action: str) -> str:
+        return f"{self.name}-{self.api_endpoint()}-{self.api_namespace()}-{action}"
+
+    def runtime_metadata(self, runtime: str | None = None, memory: int | None = None) -> dict[str, Any]:
+        """Asked of the deployed action itself (``{"wren_metadata": true}``), cached in
+        ``~/.wren/runtimes`` for that deployment of the action, checked against this client."""
+        runtime = self.runtime(runtime)
+        if runtime in self._metadata:
+            return self._metadata[runtime]
+        try:
+            action = self.ensure_action(runtime, memory)
+            token = self._versions.get(action)
+            cache = runtimes.MetadataCache()
+            meta = cache.get(self._cache_name(action), token) if token else None
+            if meta is None:
+                meta = self.client.invoke_blocking(action, {"wren_metadata": True})
+                if isinstance(meta, dict) and "python" in meta and token:
+                    cache.put(self._cache_name(action), meta, token)
+        except OpenWhiskAuthError as exc:
+            raise InvocationError(str(exc)) from None
+        except OpenWhiskError as exc:
+            raise InvocationError(f"cannot read the metadata of runtime {runtime!r}: {exc}") from None
+        if not isinstance(meta, dict) or "python" not in meta:
+            raise InvocationError(
+                f"runtime {runtime!r} answered the metadata request with {json.dumps(meta)[:200]}: "
+                "is it a wren runtime image? (wren runtime build)"
+            )
+        runtimes.check_compatible(meta, runtime, self.name)
+        self._metadata[runtime] = meta
+        return meta
+
+    def build_runtime(self, name: str, dockerfile: str | None = None, **options: Any) -> None:
+        """Build the runtime image with the local Docker engine (``DOCKER_HOST``); the platform
+        must be able to pull it (push it to its registry). ``base_image`` (an option, or the
+        config key) replaces the default ``python:3.X-slim``."""
+        client = runtimes.docker_sdk().from_env()
+        try:
+            options.setdefault("base_image", self.config.base_image)
+            with first_use_lock(f"build-{self.runtime(name)}"):
+                runtimes.build_image(client, self.runtime(name), dockerfile=dockerfile, **options)
+        finally:
+            client.close()
+
+    def list_runtimes(self) -> list[dict[str, Any]]:
+        rows = []
+        for action in self.client.list_actions():
+            ann = {a.get("key"): a.get("value") for a in action.get("annotations") or []}
+            if "wren_runtime" not in ann:
+                continue
+            limits = action.get("limits") or {}
+            rows.append({"runtime": ann["wren_runtime"], "memory": limits.get("memory"), "action": action.get("name"),
+                         "wren": ann.get("wren_version"), "python": ann.get("wren_python")})
+        return rows
+
+    def delete_runtime(self, name: str, memory: int | None = None) -> None:
+        runtime = self.runtime(name)
+        targets = [r["action"] for r in self.list_runtimes()
+                   if r["runtime"] == runtime and (memory is None or r["memory"] == memory)]
+        for action in targets:
+            self.client.delete_action(action)
+            self._deployed.discard(action)
+        self._metadata.pop(runtime, None)
+
+    # -- invoking ----------------------------------------------------------------------------
+    def check_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job as sent: a timeout over the action's limit is lowered to it (with a warning)."""
+        limit = self.config.runtime_timeout
+        if job.get("timeout") and job["timeout"] > limit:
+            if job["job_key"] not in self._warned:
+                self._warned.add(job["job_key"])
+                logger.warning(
+                    "job %s: timeout %g s is over %s.runtime_timeout (%d s); calls are stopped after %d s",
+                    job["job_key"], job["timeout"], self.name, limit, limit,
+                )
+            job = {**job, "timeout": float(limit)}
+        return job
+
+    def invoke(self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel) -> None:
+        job = self.check_job(job)
+        try:
+            action = self.ensure_action(None, job.get("runtime_memory"))
+        except OpenWhiskError as exc:
+            raise InvocationError(str(exc)) from None
+        if self.config.remote_invoker:
+            n = self.config.remote_invoker_calls
+            groups = [list(calls[i: i + n]) for i in range(0, len(calls), n)]
+        else:
+            groups = [[c] for c in calls]
+        # the job record is the same in every activation: encode it once
+        job_json = json.dumps(protocol.encode(job), separators=(",", ":")).encode()
+        key = job["job_key"]
+
+        def send(group: list[dict[str, Any]]) -> None:
+            calls_json = json.dumps(protocol.encode(group), separators=(",", ":")).encode()
+            body = b"{\"job\":" + job_json + b",\"calls\":" + calls_json + b"}"
+            try:
+                activation = self.client.invoke(action, body)
+            except OpenWhiskError as exc:
+                err = InvocationError(f"call(s) {', '.join(c['call_id'] for c in group[:3])} of job {key} were not "
+                                      f"delivered: {exc}")
+                for c in group:
+                    channel.failed(key, c["call_id"], err)
+                return
+            with self._lock:
+                self.activations += 1
+            logger.debug("job %s: %d call(s) -> activation %s", key, len(group), activation)
+
+        if len(groups) == 1:
+            send(groups[0])
+        else:
+            for f in [self._executor_pool().submit(send, g) for g in groups]:
+                f.result()
+
+
+def _version_token(action: dict[str, Any]) -> str:
+    """What identifies one deployment of an action (for the metadata cache)."""
+    image = (action.get("exec") or {}).get("image")
+    return f"{image}@{action.get('version')}@{action.get('updated', '')}"

@@ -1,0 +1,349 @@
+"""A small client of the OpenWhisk REST API (``/api/v1``) on one pooled ``requests.Session``.
+
+Shared by the ``openwhisk`` and ``ibm_cf`` backends; only the authentication differs (an
+:class:`Auth` gives the headers of each request). Throttling (HTTP 429) is retried with jittered
+exponential backoff for up to ``throttle_timeout`` seconds, 5xx answers and network errors up to
+``retries`` attempts; what still fails raises an :class:`OpenWhiskError` whose message never
+contains a credential.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import time
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from wren.errors import ComputeError
+
+logger = logging.getLogger("wren.openwhisk")
+
+
+class OpenWhiskError(ComputeError):
+    """The OpenWhisk API answered with an error (or could not be reached)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class OpenWhiskAuthError(OpenWhiskError):
+    """The API refused the credentials (HTTP 401/403)."""
+
+
+class OpenWhiskNotFound(OpenWhiskError):
+    """The action, activation or namespace does not exist (HTTP 404)."""
+
+
+class OpenWhiskThrottled(OpenWhiskError):
+    """The platform kept answering 429 Too Many Requests for longer than allowed."""
+
+
+class Auth:
+    """Headers authenticating each request. Subclasses must be thread-safe."""
+
+    #: A 401 may mean an expired credential that :meth:`invalidate` renews (bearer tokens).
+    renewable = False
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def invalidate(self) -> None:
+        """Forget a cached credential (called once after a 401)."""
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in messages or logs."""
+        return []
+
+    def describe(self) -> str:
+        return "the credentials"
+
+
+class BasicAuth(Auth):
+    """OpenWhisk API keys: ``"uuid:key"`` sent as HTTP basic auth."""
+
+    def __init__(self, api_key: str):
+        self._key = api_key
+        self._header = "Basic " + base64.b64encode(api_key.encode()).decode()
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": self._header}
+
+    def secrets(self) -> list[str]:
+        return [self._key, self._header, self._key.partition(":")[2]]
+
+    def describe(self) -> str:
+        uuid = self._key.partition(":")[0]
+        return f"the API key {uuid[:8]}… (from the config's api_key)"
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "****")
+    return text
+
+
+class OpenWhiskClient:
+    """The actions, activations and namespaces of one namespace on one API host."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        namespace: str,
+        auth: Auth,
+        *,
+        insecure: bool = False,
+        retries: int = 5,
+        throttle_timeout: float = 300.0,
+        backoff_base: float = 0.05,
+        backoff_max: float = 4.0,
+        request_timeout: float = 30.0,
+        pool_size: int = 128,
+        extra_headers: dict[str, str] | None = None,
+        user_agent: str = "wren",
+    ):
+        self.endpoint = endpoint.rstrip("/")
+        self.namespace = namespace
+        self.auth = auth
+        self.insecure = insecure
+        self.retries = retries
+        self.throttle_timeout = throttle_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.request_timeout = request_timeout
+        self.base = f"{self.endpoint}/api/v1/namespaces/{quote(namespace, safe='')}"
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, pool_size), max_retries=0, pool_block=False)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.verify = not insecure
+        self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent, **(extra_headers or {})})
+        if insecure:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        #: counters (read by tests and the benchmark)
+        self.stats = {"requests": 0, "throttled": 0, "server_errors": 0, "network_errors": 0}
+        self._stats_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- the request loop -------------------------------------------------------------------
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = min(self.backoff_max, self.backoff_base * (2 ** min(attempt, 20)))
+        delay = random.uniform(delay / 2, delay)  # jitter: retries of many threads spread out
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), self.backoff_max))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+    def _error_text(self, resp: requests.Response) -> str:
+        try:
+            body = resp.json()
+            text = body.get("error") or body.get("errorMessage") or body.get("message") or json.dumps(body)
+            if isinstance(text, dict):
+                text = text.get("error") or json.dumps(text)
+        except ValueError:
+            text = resp.text[:300]
+        return scrub(str(text), self.auth.secrets())
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        json_body: Any = None,
+        allow: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send a request under ``self.base`` + ``path``; retry what can be retried; raise an
+        :class:`OpenWhiskError` saying ``what`` failed otherwise. Statuses in ``allow`` are
+        returned to the caller instead of raised."""
+        url = self.base + path
+        headers = {}
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        attempt = 0  # 5xx and network failures so far
+        throttled_since: float | None = None
+        renewed = False
+        n = 0
+        while True:
+            n += 1
+            self._count("requests")
+            try:
+                resp = self.session.request(
+                    method, url, params=params, data=body, headers={**headers, **self.auth.headers()},
+                    timeout=self.request_timeout,
+                )
+            except OpenWhiskError:
+                raise
+            except requests.RequestException as exc:
+                self._count("network_errors")
+                attempt += 1
+                if attempt >= self.retries:
+                    raise OpenWhiskError(
+                        f"{what}: cannot reach the OpenWhisk API at {self.endpoint} after {attempt} attempt(s): "
+                        f"{scrub(str(exc), self.auth.secrets())}"
+                    ) from None
+                self._sleep(attempt)
+                continue
+            status = resp.status_code
+            if status < 400 or status in allow:
+                return resp
+            if status in (401, 403):
+                if self.auth.renewable and not renewed:
+                    renewed = True
+                    self.auth.invalidate()
+                    continue
+                raise OpenWhiskAuthError(
+                    f"{what}: the OpenWhisk API at {self.endpoint} refused {self.auth.describe()} "
+                    f"for namespace {self.namespace!r} (HTTP {status}: {self._error_text(resp)}); "
+                    "check the key and the namespace",
+                    status,
+                )
+            if status == 429:
+                self._count("throttled")
+                now = time.monotonic()
+                if throttled_since is None:
+                    throttled_since = now
+                if now - throttled_since >= self.throttle_timeout:
+                    raise OpenWhiskThrottled(
+                        f"{what}: the platform kept throttling (HTTP 429 Too Many Requests) for "
+                        f"{now - throttled_since:.0f} s ({self._error_text(resp)}); lower max_workers or "
+                        "ask for a higher concurrency limit",
+                        status,
+                    )
+                self._sleep(min(n, 8), resp.headers.get("Retry-After"))
+                continue
+            if status >= 500:
+                self._count("server_errors")
+                attempt += 1
+                if attempt >= self.retries:
+                    raise OpenWhiskError(
+                        f"{what}: the OpenWhisk API answered HTTP {status} {attempt} time(s) in a row: "
+                        f"{self._error_text(resp)}",
+                        status,
+                    )
+                self._sleep(attempt, resp.headers.get("Retry-After"))
+                continue
+            cls = OpenWhiskNotFound if status == 404 else OpenWhiskError
+            raise cls(f"{what}: HTTP {status} from the OpenWhisk API: {self._error_text(resp)}", status)
+
+    # -- namespaces ---------------------------------------------------------------------------
+    def list_namespaces(self) -> list[str]:
+        resp = self.session.get(self.endpoint + "/api/v1/namespaces", headers=self.auth.headers(),
+                                timeout=self.request_timeout)
+        if resp.status_code in (401, 403):
+            raise OpenWhiskAuthError(f"listing namespaces: the API refused {self.auth.describe()}", resp.status_code)
+        if resp.status_code >= 400:
+            raise OpenWhiskError(f"listing namespaces: HTTP {resp.status_code}: {self._error_text(resp)}", resp.status_code)
+        return list(resp.json())
+
+    # -- actions -----------------------------------------------------------------------------
+    @staticmethod
+    def _action_path(name: str) -> str:
+        return "/actions/" + quote(name, safe="/")
+
+    def put_action(
+        self,
+        name: str,
+        image: str,
+        memory: int,
+        timeout_s: float,
+        concurrency: int = 1,
+        annotations: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace a docker ("blackbox") action running ``image``."""
+        body = {
+            "exec": {"kind": "blackbox", "image": image, "binary": False},
+            "limits": {"memory": int(memory), "timeout": int(timeout_s * 1000), "concurrency": int(concurrency)},
+            "annotations": [{"key": k, "value": v} for k, v in (annotations or {}).items()],
+            "parameters": [{"key": k, "value": v} for k, v in (parameters or {}).items()],
+        }
+        resp = self.request("PUT", self._action_path(name), f"deploying action {name!r}",
+                            params={"overwrite": "true"}, json_body=body)
+        return resp.json()
+
+    def get_action(self, name: str) -> dict[str, Any] | None:
+        resp = self.request("GET", self._action_path(name), f"reading action {name!r}", allow=(404,))
+        return None if resp.status_code == 404 else resp.json()
+
+    def delete_action(self, name: str) -> bool:
+        resp = self.request("DELETE", self._action_path(name), f"deleting action {name!r}", allow=(404,))
+        return resp.status_code != 404
+
+    def list_actions(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        skip = 0
+        while True:
+            page = self.request("GET", "/actions", "listing actions", params={"limit": 200, "skip": skip}).json()
+            out.extend(page)
+            if len(page) < 200:
+                return out
+            skip += len(page)
+
+    # -- activations -------------------------------------------------------------------------
+    def invoke(self, name: str, body: bytes) -> str:
+        """Start an activation of ``name`` with the JSON ``body`` as its parameters (non-blocking).
+        Returns the activation id once the platform accepted it (HTTP 202)."""
+        resp = self.request("POST", self._action_path(name), f"invoking action {name!r}",
+                            params={"blocking": "false"}, body=body)
+        try:
+            return resp.json()["activationId"]
+        except (ValueError, KeyError):
+            raise OpenWhiskError(f"invoking action {name!r}: the answer has no activationId: {resp.text[:200]}") from None
+
+    def invoke_blocking(self, name: str, params: dict[str, Any], wait: float = 120.0) -> Any:
+        """Run an activation and return its result (waits; polls when the platform gives up
+        waiting and answers 202)."""
+        what = f"invoking action {name!r} (blocking)"
+        resp = self.request("POST", self._action_path(name), what,
+                            params={"blocking": "true", "result": "true"}, json_body=params, allow=(502,))
+        if resp.status_code == 202:
+            return self._poll_result(resp.json()["activationId"], wait, what)
+        result = resp.json()
+        if resp.status_code == 502 or (isinstance(result, dict) and "error" in result and len(result) == 1):
+            err = result.get("error") if isinstance(result, dict) else result
+            if isinstance(err, dict):
+                err = err.get("error") or (err.get("response") or {}).get("result", {}).get("error") or err
+            raise OpenWhiskError(f"{what}: the action failed: {scrub(str(err), self.auth.secrets())}", resp.status_code)
+        return result
+
+    def get_activation(self, activation_id: str) -> dict[str, Any] | None:
+        resp = self.request("GET", f"/activations/{quote(activation_id)}", f"reading activation {activation_id}",
+                            allow=(404,))
+        return None if resp.status_code == 404 else resp.json()
+
+    def _poll_result(self, activation_id: str, wait: float, what: str) -> Any:
+        deadline = time.monotonic() + wait
+        delay = 0.1
+        while time.monotonic() < deadline:
+            record = self.get_activation(activation_id)
+            if record is not None and record.get("response"):
+                response = record["response"]
+                result = response.get("result")
+                if not response.get("success", True):
+                    raise OpenWhiskError(f"{what}: the action failed: {scrub(str(result), self.auth.secrets())}")
+                return result
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)
+        raise OpenWhiskError(f"{what}: activation {activation_id} gave no result within {wait:.0f} s")

@@ -1,0 +1,133 @@
+"""The ``openwhisk`` config section.
+
+Example (``~/.wren/config.yaml``)::
+
+    wren:
+      backend: openwhisk
+      storage: ibm_cos
+    openwhisk:
+      endpoint: https://openwhisk.example.org
+      namespace: guest
+      api_key: 23bc46b1-71f6-4ed5-8c54-816aa4f8c502:123zO3xZCLrMN6v2...   # "uuid:key"
+      insecure: true          # self-signed certificate on the controller
+
+Every key can also come from ``WREN_OPENWHISK__<KEY>`` (``WREN_OPENWHISK__API_KEY``...).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from wren.config import secret_field
+from wren.errors import ConfigError
+
+
+@dataclasses.dataclass
+class RequestSettings:
+    """How the client talks to the controller: retries, backoff, pool, timeouts (shared by
+    the ``openwhisk`` and ``ibm_cf`` sections)."""
+
+    #: Accept a self-signed or otherwise untrusted TLS certificate on the endpoint.
+    insecure: bool = False
+    #: Attempts per request (first included) on 5xx answers and network errors.
+    retries: int = 5
+    #: Seconds to keep retrying an invocation the platform throttles (HTTP 429) before the
+    #: call fails with an InvocationError.
+    throttle_timeout: float = 300.0
+    #: First and largest pause between retries, seconds (jittered exponential backoff).
+    backoff_base: float = 0.05
+    backoff_max: float = 4.0
+    #: Seconds to wait for an answer from the controller.
+    request_timeout: float = 30.0
+    #: Threads (and pooled connections) posting invocations at once.
+    invoke_pool_size: int = 128
+
+    def validate_requests(self, section: str) -> None:
+        if self.retries < 1:
+            raise ConfigError(f"{section}.retries must be at least 1 (the first attempt), got {self.retries}")
+        if self.throttle_timeout < 0:
+            raise ConfigError(f"{section}.throttle_timeout must be >= 0 seconds, got {self.throttle_timeout}")
+        if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
+            raise ConfigError(
+                f"{section}.backoff_base must be > 0 and {section}.backoff_max >= backoff_base "
+                f"(got {self.backoff_base}, {self.backoff_max})"
+            )
+        if self.request_timeout <= 0:
+            raise ConfigError(f"{section}.request_timeout must be > 0 seconds, got {self.request_timeout}")
+        if self.invoke_pool_size < 1:
+            raise ConfigError(f"{section}.invoke_pool_size must be at least 1, got {self.invoke_pool_size}")
+
+
+@dataclasses.dataclass
+class ActionSettings:
+    """What the deployed action looks like and how calls are sent to it."""
+
+    #: Runtime (docker image) of the action; default: ``wren.runtime``, else wren's default
+    #: runtime image for this Python and wren version.
+    runtime: str | None = None
+    #: Image ``wren runtime build`` starts FROM (default ``python:3.X-slim``).
+    base_image: str | None = None
+    #: Memory of each action container in MB (when neither the job nor ``wren.runtime_memory``
+    #: sets it).
+    runtime_memory: int = 256
+    #: Longest call ``timeout`` in seconds; the action's limit (``limits.timeout``) is this plus
+    #: 30 s for the entry point to record a timed-out call. Longer timeouts are lowered to it.
+    runtime_timeout: int = 600
+    #: Activations one action container runs at once (OpenWhisk's ``limits.concurrency``).
+    action_concurrency: int = 1
+    #: Calls of one executor running at once when ``wren.max_workers`` is not set.
+    max_workers: int = 1000
+    #: Send several calls in one activation; the worker entry point runs them concurrently
+    #: inside the container (fewer API requests, fewer cold starts; calls share a container).
+    remote_invoker: bool = False
+    #: Most calls per activation with ``remote_invoker``.
+    remote_invoker_calls: int = 50
+
+    def validate_actions(self, section: str) -> None:
+        for name in ("runtime_memory", "runtime_timeout", "action_concurrency", "max_workers", "remote_invoker_calls"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{section}.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class OpenWhiskConfig(RequestSettings, ActionSettings):
+    """``openwhisk`` section: where the controller is and how to authenticate."""
+
+    #: The API host, e.g. ``https://openwhisk.example.org`` (``/api/v1`` is added).
+    endpoint: str = ""
+    #: Namespace of the actions (``_`` is the key's default namespace).
+    namespace: str = "_"
+    #: API key ``"uuid:key"`` (basic auth), as ``wsk property get --auth`` prints it.
+    api_key: str | None = secret_field()
+
+    def validate(self) -> None:
+        check_endpoint("openwhisk", self.endpoint)
+        if not self.api_key:
+            raise ConfigError(
+                "config section 'openwhisk' needs 'api_key' (\"uuid:key\", see `wsk property get --auth`): "
+                "set it in the config file or WREN_OPENWHISK__API_KEY"
+            )
+        check_basic_key("openwhisk", self.api_key)
+        if not self.namespace:
+            raise ConfigError("openwhisk.namespace must not be empty ('_' is the API key's own namespace)")
+        self.validate_requests("openwhisk")
+        self.validate_actions("openwhisk")
+
+
+def check_endpoint(section: str, endpoint: str) -> None:
+    if not endpoint:
+        raise ConfigError(
+            f"config section {section!r} needs 'endpoint' (the API host, e.g. https://openwhisk.example.org): "
+            f"set it in the config file or WREN_{section.upper()}__ENDPOINT"
+        )
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{section}.endpoint must start with http:// or https://, got {endpoint!r}")
+
+
+def check_basic_key(section: str, key: str) -> None:
+    user, sep, password = key.partition(":")
+    if not sep or not user or not password:
+        # never echo the key itself
+        raise ConfigError(
+            f"{section}.api_key must look like \"uuid:key\" (two parts separated by ':'); "
+            f"the value given ({len(key)} characters) has no ':'"
+        )

@@ -1,0 +1,148 @@
+"""Fixtures: the S3 server (SeaweedFS), the OpenWhisk emulator and what runs its actions.
+
+The emulator runs each action's image on the real Docker engine when one is available and the
+runtime image can be built (``wren.runtimes`` + ``wren_testsupport``); otherwise it runs the
+same entry point, ``python -m wren.worker``, as a local process. Which one is used is printed in
+the test summary. ``WREN_TEST_OPENWHISK_RUNNER=process|docker`` forces a choice.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import uuid
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+sys.path.insert(0, str(HERE))  # emulator.py
+# the S3 server starter lives with wren-storage-cos' tests
+sys.path.insert(0, str(HERE.parents[1] / "wren-storage-cos" / "tests"))
+
+from emulator import IAMStandIn, NoopRunner, OpenWhiskEmulator, ProcessRunner  # noqa: E402,F401
+from s3server import S3Server  # noqa: E402
+
+API_KEY = f"{uuid.uuid4()}:{uuid.uuid4().hex}{uuid.uuid4().hex}"
+NAMESPACE = "guest"
+
+#: the test runtime: wren-core and wren-storage-cos FROM the local Debian base image
+TEST_RUNTIME = "wren-runtime-test-cos:latest"
+#: how actions ran, for the summary line
+RUNNER_INFO: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    if RUNNER_INFO:
+        terminalreporter.write_sep("-", "OpenWhisk emulator")
+        terminalreporter.write_line(f"actions ran as: {RUNNER_INFO['kind']} ({RUNNER_INFO['why']})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_wren(tmp_path_factory):
+    """No user config file, for the whole session."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("HOME", "WREN_CONFIG_FILE")}
+    os.environ["HOME"] = str(home)
+    os.environ.pop("WREN_CONFIG_FILE", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cos_section(s3_server):
+    bucket = f"wren-ow-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return {"endpoint": s3_server.endpoint, "storage_bucket": bucket, "access_key_id": s3_server.access_key,
+            "secret_access_key": s3_server.secret_key, "retries": 2}
+
+
+def _docker_runner():
+    """(runner, runtime image, why) on the Docker engine, or (None, None, why not)."""
+    try:
+        import docker  # noqa: F401
+        from wren import runtimes  # noqa: F401
+        from wren_testsupport import docker_engine, images
+    except ImportError as exc:
+        return None, None, None, f"no Docker runtime support here ({exc})"
+    engine = docker_engine.find_or_start_engine()
+    if not engine:
+        return None, None, None, engine.reason
+    try:
+        client = engine.client()
+        # the workers reach S3 through the ibm_cos storage plugin: it must be in the image
+        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos"])
+    except Exception as exc:  # no base image, build failure: say why and fall back
+        engine.stop()
+        return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
+    from emulator import DockerRunner
+
+    return DockerRunner(client), image, engine, f"image {image} on the Docker engine at {engine.host}"
+
+
+@pytest.fixture(scope="session")
+def action_runner():
+    """(runner, runtime image name) for the emulator's actions."""
+    forced = os.environ.get("WREN_TEST_OPENWHISK_RUNNER", "")
+    engine = None
+    if forced != "process":
+        runner, image, engine, why = _docker_runner()
+        if runner is None and forced == "docker":
+            pytest.fail(f"WREN_TEST_OPENWHISK_RUNNER=docker but {why}")
+    else:
+        runner, image, why = None, None, "WREN_TEST_OPENWHISK_RUNNER=process"
+    if runner is None:
+        from wren_backend_openwhisk.backend import default_runtime_name
+
+        RUNNER_INFO.update(kind="local processes (python -m wren.worker), not containers", why=why)
+        print(f"\nOpenWhisk emulator: actions run as local processes: {why}", file=sys.stderr)
+        runner, image = ProcessRunner(), default_runtime_name()
+    else:
+        RUNNER_INFO.update(kind="containers", why=why)
+    yield runner, image
+    if engine is not None:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(action_runner):
+    runner, _ = action_runner
+    with OpenWhiskEmulator({API_KEY: NAMESPACE}, runner=runner, max_running=128) as emu:
+        yield emu
+
+
+@pytest.fixture
+def fresh_emulator(emulator):
+    """The session's emulator with default behaviour restored after the test."""
+    emulator.reset_counts()
+    yield emulator
+    emulator.latency = 0.0
+    emulator.concurrency_limit = None
+    emulator._fail.clear()
+
+
+@pytest.fixture(scope="session")
+def runtime_image(action_runner):
+    return action_runner[1]
+
+
+@pytest.fixture
+def ow_section(emulator, runtime_image):
+    return {"endpoint": emulator.url, "namespace": NAMESPACE, "api_key": API_KEY, "runtime": runtime_image,
+            "runtime_timeout": 120, "backoff_base": 0.02, "backoff_max": 0.5}
+
+
+@pytest.fixture
+def executor_config(ow_section, cos_section):
+    return {"wren": {"backend": "openwhisk", "storage": "ibm_cos", "max_workers": 50, "monitor_interval": 0.2,
+                     "runtime_timeout": 120},
+            "openwhisk": ow_section, "ibm_cos": cos_section}
