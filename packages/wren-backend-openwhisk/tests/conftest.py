@@ -86,6 +86,8 @@ def _docker_runner():
         return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
     from emulator import DockerRunner
 
+    os.environ["DOCKER_HOST"] = engine.host  # `wren runtime build` (docker.from_env) finds it
+
     return DockerRunner(client), image, engine, f"image {image} on the Docker engine at {engine.host}"
 
 

@@ -248,6 +248,10 @@ class NoopRunner:
 
     kind = "noop"
 
+    def __init__(self) -> None:
+        #: calls carried by each activation run
+        self.calls_per_activation: list[int] = []
+
     def start_action(self, action: dict[str, Any]) -> Any:
         return self
 
@@ -256,6 +260,7 @@ class NoopRunner:
             from wren.worker.runtime import runtime_metadata
 
             return True, runtime_metadata()
+        self.calls_per_activation.append(len(params.get("calls") or []))
         return True, {"noop": True}
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
@@ -39,6 +40,8 @@ _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 #: Seconds an action may run beyond the call's own timeout (the entry point's supervision,
 #: writing the status record).
 ACTION_TIMEOUT_MARGIN = 30
+#: Seconds the remote invoker waits for the rest of a batch before sending it.
+REMOTE_INVOKER_LINGER = 0.02
 
 
 def default_runtime_name() -> str:
@@ -73,6 +76,8 @@ class OpenWhiskBackend(ComputeBackend):
         self._deployed: set[str] = set()
         self._metadata: dict[str, dict[str, Any]] = {}
         self._warned: set[str] = set()
+        self._buffers: dict[str, list[dict[str, Any]]] = {}  # remote invoker: calls gathered per job
+        self._leaders: set[str] = set()
         self._versions: dict[str, str] = {}  # action -> deployment token (metadata cache)
         self._client_obj: OpenWhiskClient | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -228,6 +233,7 @@ class OpenWhiskBackend(ComputeBackend):
         client = runtimes.docker_sdk().from_env()
         try:
             options.setdefault("base_image", self.config.base_image)
+            options.setdefault("packages", list(self.config.runtime_packages))
             with first_use_lock(f"build-{self.runtime(name)}"):
                 runtimes.build_image(client, self.runtime(name), dockerfile=dockerfile, **options)
         finally:
@@ -267,6 +273,20 @@ class OpenWhiskBackend(ComputeBackend):
             job = {**job, "timeout": float(limit)}
         return job
 
+    def _gather(self, job_key: str, calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """With ``remote_invoker``: wren's invoker splits a batch over its threads; the first
+        thread of a job waits ``REMOTE_INVOKER_LINGER`` s for its siblings' calls and sends them
+        all (the others return at once). Returns the calls this thread must send."""
+        with self._lock:
+            self._buffers.setdefault(job_key, []).extend(calls)
+            if job_key in self._leaders:
+                return []
+            self._leaders.add(job_key)
+        time.sleep(REMOTE_INVOKER_LINGER)
+        with self._lock:
+            self._leaders.discard(job_key)
+            return self._buffers.pop(job_key, [])
+
     def invoke(self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel) -> None:
         job = self.check_job(job)
         try:
@@ -274,6 +294,9 @@ class OpenWhiskBackend(ComputeBackend):
         except OpenWhiskError as exc:
             raise InvocationError(str(exc)) from None
         if self.config.remote_invoker:
+            calls = self._gather(job["job_key"], calls)
+            if not calls:
+                return  # another thread sends them
             n = self.config.remote_invoker_calls
             groups = [list(calls[i: i + n]) for i in range(0, len(calls), n)]
         else:

@@ -66,6 +66,9 @@ class ActionSettings:
     runtime: str | None = None
     #: Image ``wren runtime build`` starts FROM (default ``python:3.X-slim``).
     base_image: str | None = None
+    #: Extra packages ``wren runtime build`` installs in the image (pip requirements, local
+    #: project folders, or installed first-party plugins such as ``wren-storage-cos``).
+    runtime_packages: list[str] = dataclasses.field(default_factory=list)
     #: Memory of each action container in MB (when neither the job nor ``wren.runtime_memory``
     #: sets it).
     runtime_memory: int = 256
