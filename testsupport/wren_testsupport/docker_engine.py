@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import fcntl
 import http.client
+import json
 import logging
 import os
 import pathlib
@@ -136,9 +137,11 @@ class DockerEngine:
         return docker.DockerClient(base_url=self.host, **kwargs)
 
     def stop(self) -> None:
-        """Stop a private engine (SIGTERM, then SIGKILL after 30 s); a shared one is left alone."""
+        """Stop a private engine (its containers killed first, then SIGTERM, SIGKILL after 30 s);
+        a shared one is left alone."""
         if not self.private or self.pid is None:
             return
+        _kill_all_containers(self.host)
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -151,6 +154,9 @@ class DockerEngine:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         self.pid = None
+        if self.data_root:
+            with contextlib.suppress(OSError):
+                (pathlib.Path(self.data_root).parent / STATE_FILE).unlink()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -182,6 +188,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
+STATE_FILE = "dockerd.json"
+
+
+def _kill_all_containers(host: str) -> None:
+    """Kill the containers of a private engine so that dockerd stops at once (no 10 s grace)."""
+    url = urlparse(host)
+    if url.scheme != "unix":
+        return
+    try:
+        conn = _UnixHTTPConnection(url.path, 10)
+        conn.request("GET", "/containers/json")
+        ids = [c["Id"] for c in json.loads(conn.getresponse().read())]
+        for cid in ids:
+            conn.request("DELETE", f"/containers/{cid}?force=1")
+            conn.getresponse().read()
+        conn.close()
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+def _adopt_orphan(state_path: pathlib.Path) -> DockerEngine | None:
+    """A dockerd on the cached root whose session died (killed before it could stop it):
+    adopt it when it answers, else stop it. Called with the root's lock held."""
+    try:
+        state = json.loads(state_path.read_text())
+        pid, host = int(state["pid"]), state["host"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if not _alive(pid):
+        state_path.unlink(missing_ok=True)
+        return None
+    if ping(host, timeout=2):
+        logger.info("adopting dockerd %d left by a session that ended without stopping it", pid)
+        return DockerEngine(host=host, private=True, data_root=state.get("data_root"), pid=pid,
+                            _workdir=state.get("workdir"))
+    DockerEngine(host=host, private=True, pid=pid).stop()
+    state_path.unlink(missing_ok=True)
+    return None
+
+
 def _existing() -> str | None:
     host = os.environ.get("DOCKER_HOST")
     if host:
@@ -209,6 +255,11 @@ def start_private_engine(data_root: str | None = None, timeout: float = 60.0) ->
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             lock_fd = fd
             data_root = str(cached / "root")
+            adopted = _adopt_orphan(cached / STATE_FILE)
+            if adopted is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+                adopted._lock_fd = lock_fd
+                return adopted
         except BlockingIOError:  # another session runs an engine on the cached root
             os.close(fd)
             data_root = os.path.join(workdir, "root")
@@ -233,6 +284,9 @@ def start_private_engine(data_root: str | None = None, timeout: float = 60.0) ->
             engine.stop()
             return Unavailable(f"dockerd exited with status {proc.returncode}; log {log_path}:\n{tail}")
         if ping(engine.host, timeout=1):
+            if lock_fd is not None:
+                state = {"pid": proc.pid, "host": engine.host, "data_root": data_root, "workdir": workdir}
+                (pathlib.Path(data_root).parent / STATE_FILE).write_text(json.dumps(state))
             return engine
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from wren.runtimes.build import (
     DEFAULT_PORT,
+    RUNTIME_LABEL,
     WHEELS_DIR,
     build_context,
     build_image,
@@ -45,6 +46,7 @@ from wren.runtimes.metadata import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "RUNTIME_LABEL",
     "WHEELS_DIR",
     "MetadataCache",
     "build_context",

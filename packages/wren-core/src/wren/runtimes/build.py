@@ -23,6 +23,8 @@ logger = logging.getLogger("wren.runtimes")
 DEFAULT_PORT = 8080
 #: Folder of the build context holding the wheels (a user's Dockerfile may COPY it too).
 WHEELS_DIR = "wheels"
+#: Label on every image wren builds (value: the name it was built as); ``list_runtimes`` filters on it.
+RUNTIME_LABEL = "wren.runtime"
 _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
@@ -211,7 +213,10 @@ def build_image(
         log: list[str] = []
         image_id = None
         try:
-            for chunk in client.api.build(path=ctx, tag=name, rm=True, forcerm=True, pull=pull, decode=True):
+            from wren.version import __version__
+
+            labels = {RUNTIME_LABEL: name, "wren.version": __version__}
+            for chunk in client.api.build(path=ctx, tag=name, rm=True, forcerm=True, pull=pull, decode=True, labels=labels):
                 if "stream" in chunk:
                     log.append(chunk["stream"])
                     logger.debug("build %s: %s", name, chunk["stream"].rstrip())

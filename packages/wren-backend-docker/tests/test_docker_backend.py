@@ -1,0 +1,191 @@
+"""The docker backend beyond the conformance suite: dead containers, memory limits, cleanup,
+runtimes through the CLI, configuration."""
+from __future__ import annotations
+
+import operator
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import wren
+from wren import runtimes
+from wren.config import WrenConfig
+from wren.errors import ConfigError, VersionMismatchError
+from wren.future import RUNNING
+from wren.testing import funcs
+from wren_backend_docker.backend import LABEL, LABEL_VALUE, DockerBackend
+from wren_backend_docker.config import DockerConfig
+
+
+def _config(runtime_image, **docker):
+    return {
+        "wren": {"backend": "docker", "storage": "localhost", "monitor_interval": 0.5},
+        "docker": {"runtime": runtime_image, "pool_size": 2, **docker},
+    }
+
+
+def _ours(client, all_=True):
+    """This process's wren containers."""
+    found = client.containers.list(all=all_, filters={"label": f"{LABEL}={LABEL_VALUE}"})
+    return [c for c in found if c.labels.get("wren.owner-pid") == str(os.getpid())]
+
+
+def hog(mb):
+    data = b"x" * (mb * 1024 * 1024)  # touches every page
+    return len(data)
+
+
+@pytest.mark.slow
+def test_out_of_memory_call_fails_and_the_rest_completes(runtime_image):
+    with wren.function_executor(config=_config(runtime_image, memory=128)) as ex:
+        oom = ex.call_async(hog, 600)
+        ok = ex.map(funcs.double, range(6))
+        t = time.monotonic()
+        with pytest.raises(wren.WorkerDiedError, match="SIGKILL|OOM|memory"):
+            ex.get_result(oom, timeout=60)
+        assert time.monotonic() - t < 30
+        assert ex.get_result(ok) == [0, 2, 4, 6, 8, 10]
+        assert ex.get_result(ex.call_async(hog, 10)) == 10 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_killed_container_fails_its_call_and_is_replaced(runtime_image, docker_client):
+    with wren.function_executor(config=_config(runtime_image, pool_size=1)) as ex:
+        fut = ex.call_async(funcs.sleep_for, 60)
+        (container,) = _ours(docker_client, all_=False)
+        deadline = time.monotonic() + 30
+        while fut.status != RUNNING and time.monotonic() < deadline:  # the call reached the container
+            time.sleep(0.05)
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        container.kill()
+        with pytest.raises(wren.WorkerDiedError, match="died") as info:
+            ex.get_result(fut, timeout=30)
+        assert time.monotonic() - killed_at < 10
+        assert container.name in str(info.value) and "137" in str(info.value)
+        # the pool replaced the container and carries on
+        assert ex.get_result(ex.map(funcs.double, range(5))) == [0, 2, 4, 6, 8]
+        live = _ours(docker_client, all_=False)
+        assert len(live) == 1 and live[0].id != container.id
+
+
+@pytest.mark.slow
+def test_map_of_200_then_no_container_left(runtime_image, docker_client):
+    with wren.function_executor(config=_config(runtime_image)) as ex:
+        # a builtin: functions of wren.testing import pytest on the worker, ~0.3 s per call
+        assert ex.get_result(ex.map(operator.mul, range(200), extra_args=(2,))) == [2 * i for i in range(200)]
+        assert len(_ours(docker_client)) == 2
+    assert _ours(docker_client) == []
+
+
+def test_pool_is_shared_by_executors_of_a_process(runtime_image, docker_client):
+    cfg = _config(runtime_image)
+    with wren.function_executor(config=cfg) as a, wren.function_executor(config=cfg) as b:
+        assert a.get_result(a.call_async(funcs.double, 1)) == 2
+        assert b.get_result(b.call_async(funcs.double, 2)) == 4
+        assert len(_ours(docker_client)) == 2
+    assert _ours(docker_client) == []
+
+
+def test_containers_of_a_dead_client_are_removed(runtime_image, docker_client):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = docker_client.containers.run(
+        runtime_image, entrypoint=["sleep", "300"], command=[], detach=True, network_mode="none",
+        labels={LABEL: LABEL_VALUE, "wren.owner-host": os.uname().nodename, "wren.owner-pid": str(gone.pid),
+                "wren.session": "crashed"},
+    )
+    with wren.function_executor(config=_config(runtime_image)) as ex:
+        assert ex.get_result(ex.call_async(funcs.double, 4)) == 8
+    ids = [c.id for c in docker_client.containers.list(all=True)]
+    assert orphan.id not in ids
+
+
+def test_cli_runtime_build_deploy_list_delete(runtime_image, docker_client, tmp_path, capsys):
+    from wren.cli import main
+
+    name = "wren-test-cli-runtime:1"
+    assert main(["runtime", "build", name, "-b", "docker"]) == 0  # default Dockerfile FROM the test base
+    assert main(["runtime", "deploy", name, "-b", "docker", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"python": "3.' in out and f'"wren": "{wren.__version__}"' in out
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {name}\nRUN echo custom > /opt/wren/custom-marker\n")
+    custom = "wren-test-cli-custom:1"
+    assert main(["runtime", "build", custom, "-b", "docker", "-f", str(dockerfile)]) == 0
+    capsys.readouterr()
+    assert main(["runtime", "list", "-b", "docker", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and custom in listed
+    assert main(["runtime", "metadata", custom, "-b", "docker"]) == 0
+    assert '"wren"' in capsys.readouterr().out
+    # calls run on the custom runtime
+    with wren.function_executor(config=_config(custom)) as ex:
+        assert ex.get_result(ex.call_async(os.path.exists, "/opt/wren/custom-marker")) is True
+    for n in (custom, name):
+        assert main(["runtime", "delete", n, "-b", "docker"]) == 0
+    assert main(["runtime", "deploy", name, "-b", "docker"]) == 1  # gone: a clear error
+    assert "wren runtime build" in capsys.readouterr().err
+
+
+def test_version_mismatch_names_the_fix():
+    meta = {"python": "3.7", "wren": "0.0.1", "modules": []}
+    with pytest.raises(VersionMismatchError, match=r"wren runtime build wren-runtime-py3\d+:.* -b docker"):
+        runtimes.check_compatible(meta, "old-runtime:1", "docker")
+    runtimes.check_compatible(
+        {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "wren": wren.__version__}, "ok", "docker"
+    )
+
+
+def test_remote_engine_refuses_local_storage_without_connecting():
+    cfg = {"wren": {"backend": "docker", "storage": "localhost"}, "docker": {"docker_host": "tcp://192.0.2.1:2376"}}
+    with pytest.raises(ConfigError, match="ibm_cos"):
+        wren.function_executor(config=cfg)
+
+
+def test_config_validation_and_locality():
+    assert DockerConfig(docker_host="unix:///x.sock").engine_is_local
+    assert DockerConfig(docker_host="tcp://127.0.0.1:2375").engine_is_local
+    assert not DockerConfig(docker_host="ssh://me@far").engine_is_local
+    for bad in ({"pool_size": 0}, {"memory": 1}, {"docker_host": "ftp://x"}, {"calls_per_worker": 0}):
+        with pytest.raises(ConfigError):
+            DockerConfig(**bad).validate()
+    backend = DockerBackend(DockerConfig(pool_size=3, calls_per_worker=2), WrenConfig())
+    assert backend.default_max_workers == 6 and backend._client is None  # no I/O in the constructor
+
+
+def test_runtime_lock_serialises_builders(tmp_path):
+    import threading
+
+    inside = []
+    overlap = []
+
+    def builder():
+        with runtimes.runtime_lock("lock-test"):
+            overlap.append(len(inside))
+            inside.append(1)
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=builder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == [0, 0, 0, 0]
+    code = "from wren import runtimes\nwith runtimes.runtime_lock('lock-test'):\n    print('held')"
+    with runtimes.runtime_lock("lock-test"):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        assert proc.poll() is None  # another process waits for the lock
+    assert proc.communicate(timeout=30)[0].strip() == "held"
+
+
+def test_metadata_cache_follows_the_image(tmp_path):
+    cache = runtimes.MetadataCache(tmp_path)
+    cache.put("docker-x:1", {"python": "3.11"}, "sha256:a")
+    assert cache.get("docker-x:1", "sha256:a") == {"python": "3.11"}
+    assert cache.get("docker-x:1", "sha256:b") is None
