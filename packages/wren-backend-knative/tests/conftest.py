@@ -1,0 +1,164 @@
+"""Fixtures: the S3 server (SeaweedFS), the Kubernetes API stand-in with its Knative controller,
+and what runs the services' pods.
+
+The controller runs each revision's image on the real Docker engine when one is available and
+the runtime image can be built (``wren.runtimes`` + ``wren_testsupport``); otherwise it runs the
+same entry point, ``python -m wren.worker``, as a local process, and says so in the test
+summary. ``WREN_TEST_KNATIVE_RUNNER=process|docker`` forces a choice.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import uuid
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+sys.path.insert(0, str(HERE))  # k8s_standin.py
+# the S3 server starter lives with wren-storage-cos' tests
+sys.path.insert(0, str(HERE.parents[1] / "wren-storage-cos" / "tests"))
+
+from k8s_standin import KubeStandIn, ProcessRunner  # noqa: E402
+from s3server import S3Server  # noqa: E402
+
+NAMESPACE = "wren-test"
+#: the test runtime: wren-core and wren-storage-cos FROM the local Debian base image (the same
+#: image the openwhisk tests build, so the engine's layer cache serves both)
+TEST_RUNTIME = "wren-runtime-test-cos:latest"
+RUNNER_INFO: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    if RUNNER_INFO:
+        terminalreporter.write_sep("-", "Knative stand-in")
+        terminalreporter.write_line(f"service pods ran as: {RUNNER_INFO['kind']} ({RUNNER_INFO['why']})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_wren(tmp_path_factory):
+    """No user config file and a fresh ~/.wren, for the whole session."""
+    home = tmp_path_factory.mktemp("home")
+    names = ("HOME", "WREN_CONFIG_FILE", "KUBECONFIG")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ["HOME"] = str(home)
+    os.environ.pop("WREN_CONFIG_FILE", None)
+    os.environ.pop("KUBECONFIG", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cos_section(s3_server):
+    bucket = f"wren-kn-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return {"endpoint": s3_server.endpoint, "storage_bucket": bucket, "access_key_id": s3_server.access_key,
+            "secret_access_key": s3_server.secret_key, "retries": 2}
+
+
+def _docker_runner():
+    """(runner, runtime image, engine, why) on the Docker engine, or Nones and why not."""
+    try:
+        import docker  # noqa: F401
+        from wren_testsupport import docker_engine, images
+    except ImportError as exc:
+        return None, None, None, f"no Docker support here ({exc})"
+    engine = docker_engine.find_or_start_engine()
+    if not engine:
+        return None, None, None, engine.reason
+    try:
+        client = engine.client()
+        # the workers reach S3 through the ibm_cos storage plugin: it must be in the image
+        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos"])
+    except Exception as exc:  # no base image, build failure: say why and fall back
+        engine.stop()
+        return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
+    from k8s_standin import DockerRunner
+
+    os.environ["DOCKER_HOST"] = engine.host  # `wren runtime build` (docker.from_env) finds it
+    return DockerRunner(client), image, engine, f"image {image} on the Docker engine at {engine.host}"
+
+
+@pytest.fixture(scope="session")
+def pod_runner():
+    """(runner, runtime image) for the stand-in's pods."""
+    forced = os.environ.get("WREN_TEST_KNATIVE_RUNNER", "")
+    engine = None
+    runner = image = None
+    if forced != "process":
+        runner, image, engine, why = _docker_runner()
+        if runner is None and forced == "docker":
+            pytest.fail(f"WREN_TEST_KNATIVE_RUNNER=docker but {why}")
+    else:
+        why = "WREN_TEST_KNATIVE_RUNNER=process"
+    if runner is None:
+        from wren import runtimes
+
+        image = runtimes.default_runtime_name()
+        RUNNER_INFO.update(kind="local processes (python -m wren.worker), not containers", why=why)
+        print(f"\nKnative stand-in: pods run as local processes: {why}", file=sys.stderr)
+        runner = ProcessRunner({image})
+    else:
+        RUNNER_INFO.update(kind="containers", why=why)
+    yield runner, image
+    if engine is not None:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def standin(pod_runner):
+    with KubeStandIn(pod_runner[0]) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def runtime_image(pod_runner):
+    return pod_runner[1]
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(standin, tmp_path_factory):
+    return standin.write_kubeconfig(str(tmp_path_factory.mktemp("kube") / "config"), NAMESPACE)
+
+
+@pytest.fixture(scope="session")
+def kn_section(kubeconfig, runtime_image):
+    return {"kubeconfig": kubeconfig, "runtime": runtime_image, "ready_timeout": 90, "runtime_timeout": 120,
+            "backoff_base": 0.02, "backoff_max": 0.5}
+
+
+@pytest.fixture(scope="session")
+def executor_config(kn_section, cos_section):
+    return {"wren": {"backend": "knative", "storage": "ibm_cos", "max_workers": 50, "monitor_interval": 0.2,
+                     "runtime_timeout": 120},
+            "knative": kn_section, "ibm_cos": cos_section}
+
+
+def warm(executor_config, memory: int | None = None) -> None:
+    """Run one call on the service of ``memory`` before a test sends it a burst.
+
+    Works around a wren-core bug (reported): the entry point forks each call's process from a
+    threaded HTTP server, and the first ``Process.join`` imports ``multiprocessing.connection``
+    lazily; a child forked while another thread holds that module's import lock deadlocks when
+    it imports ``multiprocessing.managers`` (through ibm_boto3). One call first imports it.
+    """
+    import copy
+
+    import wren
+
+    cfg = copy.deepcopy(executor_config)
+    if memory:
+        cfg["knative"]["runtime_memory"] = memory
+    with wren.function_executor(config=cfg) as ex:
+        assert ex.get_result(ex.call_async(abs, -1)) == 1

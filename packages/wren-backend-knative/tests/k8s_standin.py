@@ -1,0 +1,648 @@
+"""A stand-in for a Kubernetes API server with Knative Serving, for tests (127.0.0.1 only).
+
+No real API server can run on these machines. This one serves the one resource wren uses,
+``serving.knative.dev/v1`` Services, after the Kubernetes API conventions, so the official
+``kubernetes`` client talks to it unchanged:
+
+- ``/apis/serving.knative.dev/v1/namespaces/{ns}/services``: ``GET`` (list, ``labelSelector`` with
+  ``=``, ``==``, ``!=``, ``in``, ``notin``, exists and ``!``), ``POST`` (201; 409 AlreadyExists;
+  422 Invalid);
+- ``.../services/{name}``: ``GET``, ``PUT`` (409 Conflict on a stale ``resourceVersion``),
+  ``PATCH`` (``application/merge-patch+json`` and ``application/json-patch+json``; strategic merge
+  and apply patches are refused with 415, as for any custom resource), ``DELETE``;
+- errors are ``Status`` objects (``reason`` NotFound, AlreadyExists, Conflict, Invalid,
+  Unauthorized...); ``metadata`` gets ``uid``, ``resourceVersion``, ``generation`` (bumped when
+  ``spec`` changes), ``creationTimestamp``; ``status`` is kept apart from writes to the object
+  (the status subresource); bearer-token auth (401 otherwise).
+
+A controller thread plays Knative Serving and the kubelet: for each new generation of a Service
+it reports ``Ready=Unknown``, starts the revision's image through a *runner* — a container on
+the real Docker engine (host network, the entry point told to listen on a free 127.0.0.1 port
+via ``PORT`` and ``--port``), or the same entry point as a local process where no engine can
+run — waits for ``GET /healthz`` (the readiness probe), then sets ``status.url``
+(``http://127.0.0.1:PORT``), ``latestReadyRevisionName`` and ``Ready=True``. A missing image gives
+``Ready=False`` with Knative's reasons and messages (``RevisionMissing``, ``RevisionFailed``:
+``Unable to fetch image ...``); with ``hang_on_missing_image`` the conditions stay ``Unknown``
+instead (an image pull that never ends). Deleting a Service stops its container or process.
+
+What it leaves out: autoscaling (one pod per revision, whatever min/max-scale say), resource
+limits, traffic splitting, watches, other resources.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+GROUP, VERSION, PLURAL, KIND = "serving.knative.dev", "v1", "services", "Service"
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wait_http(url: str, timeout: float, alive: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if alive is not None and not alive():
+                raise RuntimeError("the container exited before it answered its readiness probe") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+
+# -- runners: what the kubelet would start -------------------------------------------------------
+
+class Endpoint:
+    def __init__(self, url: str, stop: Any, ident: str):
+        self.url = url
+        self.stop = stop
+        self.ident = ident
+
+
+def _env(container: dict[str, Any], port: int) -> dict[str, str]:
+    env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
+    env.update(PORT=str(port), WREN_WORKER_HOST="127.0.0.1", WREN_WORKER_PORT=str(port), K_SERVICE="standin")
+    return env
+
+
+class DockerRunner:
+    """One container per revision on the Docker engine (host network, 127.0.0.1)."""
+
+    kind = "docker"
+
+    def __init__(self, client: Any, label: str = "wren-knative-standin"):
+        self.client = client
+        self.label = label
+        self.session = uuid.uuid4().hex[:8]
+
+    def has_image(self, image: str) -> bool:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def start(self, ns: str, name: str, revision: str, container: dict[str, Any]) -> Endpoint:
+        import docker.errors
+
+        port = free_port()
+        c = self.client.containers.run(
+            container["image"], command=["--host", "127.0.0.1", "--port", str(port)], detach=True,
+            network_mode="host", environment=_env(container, port), name=f"kn-{revision}-{uuid.uuid4().hex[:6]}",
+            labels={self.label: self.session, "serving.knative.dev/service": name,
+                    "serving.knative.dev/revision": revision, "namespace": ns},
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def alive() -> bool:
+            try:
+                c.reload()
+                return c.status in ("created", "running")
+            except docker.errors.NotFound:
+                return False
+
+        try:
+            wait_http(url + "/healthz", 60, alive)
+        except RuntimeError as exc:
+            logs = c.logs()[-1500:].decode(errors="replace")
+            c.remove(force=True)
+            raise RuntimeError(f"{exc}: {logs}") from None
+
+        def stop() -> None:
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                pass
+
+        return Endpoint(url, stop, c.id)
+
+    def containers(self, service: str | None = None) -> list[Any]:
+        filters = {"label": [f"{self.label}={self.session}"]}
+        if service:
+            filters["label"].append(f"serving.knative.dev/service={service}")
+        return self.client.containers.list(all=True, filters=filters)
+
+
+class ProcessRunner:
+    """The image's entry point, ``python -m wren.worker``, as a local process per revision.
+    Images "exist" when they are in ``images``."""
+
+    kind = "process"
+
+    def __init__(self, images: set[str]):
+        self.images = set(images)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def has_image(self, image: str) -> bool:
+        return image in self.images
+
+    def start(self, ns: str, name: str, revision: str, container: dict[str, Any]) -> Endpoint:
+        port = free_port()
+        env = dict(os.environ, **_env(container, port), WREN_LOG_LEVEL="WARNING")
+        proc = subprocess.Popen([sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, start_new_session=True)
+        ident = f"{name}/{revision}/{proc.pid}"
+        self.procs[ident] = proc
+        url = f"http://127.0.0.1:{port}"
+
+        def stop() -> None:  # the whole process group: the pod's call processes too
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # children left after the parent exited
+            proc.wait()
+            self.procs.pop(ident, None)
+
+        try:
+            wait_http(url + "/healthz", 30, lambda: proc.poll() is None)
+        except RuntimeError:
+            stop()
+            raise
+        return Endpoint(url, stop, ident)
+
+    def containers(self, service: str | None = None) -> list[str]:
+        return [i for i, p in self.procs.items() if p.poll() is None and (service is None or i.startswith(service + "/"))]
+
+
+# -- the API server ------------------------------------------------------------------------------
+
+def status_object(code: int, reason: str, message: str, name: str | None = None) -> dict[str, Any]:
+    details: dict[str, Any] = {"group": GROUP, "kind": PLURAL}
+    if name:
+        details["name"] = name
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 400 else "Success",
+            "message": message, "reason": reason, "details": details, "code": code}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
+    """RFC 6902 (add, remove, replace, test)."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")] if op["path"] else []
+        parent = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+        last = parts[-1] if parts else None
+        kind = op["op"]
+        if kind == "test":
+            cur = parent[int(last)] if isinstance(parent, list) else parent[last]
+            if cur != op["value"]:
+                raise ValueError(f"test failed at {op['path']}")
+        elif kind in ("add", "replace"):
+            if isinstance(parent, list):
+                idx = len(parent) if last == "-" else int(last)
+                if kind == "add":
+                    parent.insert(idx, op["value"])
+                else:
+                    parent[idx] = op["value"]
+            else:
+                if kind == "replace" and last not in parent:
+                    raise ValueError(f"replace of missing {op['path']}")
+                parent[last] = op["value"]
+        elif kind == "remove":
+            if isinstance(parent, list):
+                parent.pop(int(last))
+            else:
+                del parent[last]
+        else:
+            raise ValueError(f"unsupported op {kind!r}")
+    return doc
+
+
+def parse_selector(text: str) -> list[tuple[str, str, set[str]]]:
+    """Label selector requirements: (key, op, values) with op in =, !=, in, notin, exists, !."""
+    reqs: list[tuple[str, str, set[str]]] = []
+    for part in re.findall(r"[^,(]+(?:\([^)]*\))?", text or ""):
+        part = part.strip().strip(",").strip()
+        if not part:
+            continue
+        m = re.match(r"^(\S+)\s+(in|notin)\s+\(([^)]*)\)$", part)
+        if m:
+            reqs.append((m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}))
+        elif "!=" in part:
+            k, v = part.split("!=", 1)
+            reqs.append((k.strip(), "!=", {v.strip()}))
+        elif "=" in part:
+            k, v = re.split(r"==?", part, maxsplit=1)
+            reqs.append((k.strip(), "=", {v.strip()}))
+        elif part.startswith("!"):
+            reqs.append((part[1:].strip(), "!", set()))
+        else:
+            reqs.append((part, "exists", set()))
+    return reqs
+
+
+def selector_matches(labels: dict[str, str], reqs: list[tuple[str, str, set[str]]]) -> bool:
+    for key, op, values in reqs:
+        has, val = key in labels, labels.get(key)
+        ok = {"=": has and val in values, "in": has and val in values, "!=": not has or val not in values,
+              "notin": not has or val not in values, "exists": has, "!": not has}[op]
+        if not ok:
+            return False
+    return True
+
+
+class KubeStandIn:
+    """The API server and the Knative controller. ``start()``/``stop()``, or a context manager."""
+
+    def __init__(self, runner: Any, token: str | None = None, *, hang_on_missing_image: bool = False,
+                 ready_delay: float = 0.0):
+        self.runner = runner
+        self.token = token or uuid.uuid4().hex
+        self.hang_on_missing_image = hang_on_missing_image
+        self.ready_delay = ready_delay
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self.lock = threading.Condition()
+        self._rv = itertools.count(1000)
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.server: ThreadingHTTPServer | None = None
+        self._stopping = False
+        self._reconciling: set[tuple[str, str, int]] = set()
+        self._controller: threading.Thread | None = None
+
+    # -- lifecycle
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> KubeStandIn:
+        standin = self
+
+        class Handler(_Handler):
+            api = standin
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="kube-standin").start()
+        self._controller = threading.Thread(target=self._control_loop, daemon=True, name="knative-controller")
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        with self.lock:
+            self._stopping = True
+            self.lock.notify_all()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        for ep in list(self.endpoints.values()):
+            ep.stop()
+        self.endpoints.clear()
+
+    def __enter__(self) -> KubeStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def write_kubeconfig(self, path: str, namespace: str = "wren-test") -> str:
+        import yaml
+
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin", "preferences": {},
+            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": self.token}}],
+            "contexts": [
+                {"name": "standin", "context": {"cluster": "standin", "user": "tester", "namespace": namespace}},
+                {"name": "other", "context": {"cluster": "standin", "user": "tester", "namespace": "other-ns"}},
+            ],
+        }
+        with open(path, "w") as f:
+            yaml.safe_dump(doc, f)
+        return path
+
+    # -- the store
+    def _next_rv(self) -> str:
+        return str(next(self._rv))
+
+    def get(self, ns: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            obj = self.objects.get((ns, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def _set_status(self, ns: str, name: str, generation: int, status: dict[str, Any]) -> bool:
+        """Controller write to the status subresource; False when the object moved on."""
+        with self.lock:
+            obj = self.objects.get((ns, name))
+            if obj is None or obj["metadata"]["generation"] != generation:
+                return False
+            obj["status"] = status
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self.lock.notify_all()
+            return True
+
+    # -- the controller
+    def _control_loop(self) -> None:
+        while True:
+            with self.lock:
+                if self._stopping:
+                    return
+                todo = []
+                for (ns, name), obj in self.objects.items():
+                    gen = obj["metadata"]["generation"]
+                    if (obj.get("status") or {}).get("observedGeneration") != gen and (ns, name, gen) not in self._reconciling:
+                        self._reconciling.add((ns, name, gen))
+                        todo.append((ns, name, gen, copy.deepcopy(obj)))
+                gone = [k for k in self.endpoints if k not in self.objects]
+                if not todo and not gone:
+                    self.lock.wait(1.0)
+                    continue
+            for key in gone:
+                ep = self.endpoints.pop(key, None)
+                if ep is not None:
+                    ep.stop()
+            for ns, name, gen, obj in todo:
+                threading.Thread(target=self._reconcile, args=(ns, name, gen, obj), daemon=True,
+                                 name=f"reconcile-{name}-{gen}").start()
+
+    def _conditions(self, status: str, reason: str = "", message: str = "",
+                    config_reason: str = "", config_message: str = "") -> list[dict[str, Any]]:
+        ts = now()
+
+        def cond(kind: str, r: str, m: str) -> dict[str, Any]:
+            c = {"type": kind, "status": status, "lastTransitionTime": ts}
+            if r:
+                c["reason"] = r
+            if m:
+                c["message"] = m
+            return c
+
+        return [cond("ConfigurationsReady", config_reason or reason, config_message or message),
+                cond("Ready", reason, message), cond("RoutesReady", reason if status != "False" else "", "")]
+
+    def _reconcile(self, ns: str, name: str, gen: int, obj: dict[str, Any]) -> None:
+        revision = f"{name}-{gen:05d}"
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        image = container["image"]
+        base = {"observedGeneration": gen, "latestCreatedRevisionName": revision}
+        old = self.get(ns, name)
+        keep = {k: v for k, v in ((old or {}).get("status") or {}).items() if k in ("url", "address", "latestReadyRevisionName")}
+        self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions("Unknown", "RevisionCreating", "")})
+        try:
+            if not self.runner.has_image(image):
+                msg = (f'Revision "{revision}" failed with message: Unable to fetch image "{image}": failed to resolve '
+                       f'image to digest: GET https://index.docker.io/v2/{image.split(":")[0]}/manifests/latest: '
+                       "MANIFEST_UNKNOWN: manifest unknown.")
+                if self.hang_on_missing_image:
+                    self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions(
+                        "Unknown", "RevisionMissing", f'Configuration "{name}" is waiting for a Revision to become ready.',
+                        "RevisionMissing", f'Revision "{revision}" is pulling image "{image}".')})
+                    return
+                self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions(
+                    "False", "RevisionMissing", f'Configuration "{name}" does not have any ready Revision.',
+                    "RevisionFailed", msg)})
+                return
+            if self.ready_delay:
+                time.sleep(self.ready_delay)
+            try:
+                ep = self.runner.start(ns, name, revision, container)
+            except Exception as exc:
+                self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions(
+                    "False", "RevisionFailed", f'Revision "{revision}" failed with message: Container failed with: {exc}.')})
+                return
+            ready = {**base, "url": ep.url, "address": {"url": ep.url}, "latestReadyRevisionName": revision,
+                     "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
+                     "conditions": self._conditions("True")}
+            with self.lock:
+                current = self.objects.get((ns, name))
+                if current is None or current["metadata"]["generation"] != gen:
+                    ep.stop()  # deleted or changed meanwhile
+                    return
+                old_ep = self.endpoints.get((ns, name))
+                self.endpoints[(ns, name)] = ep
+            if old_ep is not None:
+                old_ep.stop()
+            self._set_status(ns, name, gen, ready)
+        finally:
+            with self.lock:
+                self._reconciling.discard((ns, name, gen))
+
+    # -- request handling (called by the handler)
+    def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
+        self.requests.append((method, path))
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, {**status_object(401, "Unauthorized", "Unauthorized"), "details": {}}
+        parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
+        if parts == ["version"]:
+            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-wren-standin", "platform": "linux/amd64"}
+        if parts[:3] != ["apis", GROUP, VERSION]:
+            return 404, status_object(404, "NotFound", "the server could not find the requested resource")
+        rest = parts[3:]
+        if not rest:
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{GROUP}/{VERSION}",
+                         "resources": [{"name": PLURAL, "singularName": "service", "namespaced": True, "kind": KIND,
+                                        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                                        "shortNames": ["kservice", "ksvc"]}]}
+        if len(rest) < 3 or rest[0] != "namespaces" or rest[2] != PLURAL:
+            return 404, status_object(404, "NotFound", "the server could not find the requested resource")
+        ns = rest[1]
+        name = rest[3] if len(rest) > 3 else None
+        if len(rest) > 4:
+            return 405, status_object(405, "MethodNotAllowed", "only the main resource is served")
+        try:
+            doc = json.loads(body) if body else None
+        except ValueError as exc:
+            return 400, status_object(400, "BadRequest", f"the body is not JSON: {exc}")
+        with self.lock:
+            if name is None:
+                if method == "GET":
+                    return 200, self._list(ns, query)
+                if method == "POST":
+                    return self._create(ns, doc)
+                return 405, status_object(405, "MethodNotAllowed", f"{method} is not supported on the collection")
+            if method == "GET":
+                obj = self.objects.get((ns, name))
+                return (200, copy.deepcopy(obj)) if obj else self._not_found(name)
+            if method == "PUT":
+                return self._replace(ns, name, doc)
+            if method == "PATCH":
+                return self._patch(ns, name, headers.get("Content-Type", ""), doc)
+            if method == "DELETE":
+                obj = self.objects.pop((ns, name), None)
+                if obj is None:
+                    return self._not_found(name)
+                self.lock.notify_all()
+                return 200, {**status_object(200, "", "", name), "status": "Success",
+                             "details": {"name": name, "group": GROUP, "kind": PLURAL, "uid": obj["metadata"]["uid"]}}
+        return 405, status_object(405, "MethodNotAllowed", method)
+
+    def _not_found(self, name: str) -> tuple[int, Any]:
+        return 404, status_object(404, "NotFound", f'{PLURAL}.{GROUP} "{name}" not found', name)
+
+    def _list(self, ns: str, query: dict[str, str]) -> dict[str, Any]:
+        reqs = parse_selector(query.get("labelSelector", ""))
+        items = [copy.deepcopy(o) for (n, _), o in sorted(self.objects.items())
+                 if n == ns and selector_matches(o["metadata"].get("labels") or {}, reqs)]
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ServiceList",
+                "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+
+    def _validate(self, doc: Any, name: str | None = None) -> str | None:
+        if not isinstance(doc, dict):
+            return "the body must be a Service object"
+        if doc.get("apiVersion") != f"{GROUP}/{VERSION}" or doc.get("kind") != KIND:
+            return f"apiVersion must be {GROUP}/{VERSION} and kind {KIND}"
+        meta_name = (doc.get("metadata") or {}).get("name")
+        if not meta_name or not _NAME.match(meta_name) or len(meta_name) > 63:
+            return f'metadata.name: Invalid value: "{meta_name}": a DNS-1035 label of at most 63 characters is required'
+        if name is not None and meta_name != name:
+            return f'metadata.name: Invalid value: "{meta_name}": does not match the name in the URL'
+        containers = (((doc.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        if len(containers) != 1 or not containers[0].get("image"):
+            return "spec.template.spec.containers: exactly one container with an image is required"
+        return None
+
+    def _invalid(self, name: str | None, msg: str) -> tuple[int, Any]:
+        return 422, status_object(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: {msg}', name)
+
+    def _create(self, ns: str, doc: Any) -> tuple[int, Any]:
+        problem = self._validate(doc)
+        name = (doc or {}).get("metadata", {}).get("name") if isinstance(doc, dict) else None
+        if problem:
+            return self._invalid(name, problem)
+        if (ns, name) in self.objects:
+            return 409, status_object(409, "AlreadyExists", f'{PLURAL}.{GROUP} "{name}" already exists', name)
+        obj = copy.deepcopy(doc)
+        meta = obj["metadata"]
+        meta.update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1,
+                    creationTimestamp=now())
+        obj["status"] = {}
+        self.objects[(ns, name)] = obj
+        self.lock.notify_all()
+        return 201, copy.deepcopy(obj)
+
+    def _store_update(self, ns: str, name: str, new: dict[str, Any]) -> tuple[int, Any]:
+        old = self.objects[(ns, name)]
+        problem = self._validate(new, name)
+        if problem:
+            return self._invalid(name, problem)
+        rv = (new.get("metadata") or {}).get("resourceVersion")
+        if rv is not None and rv != old["metadata"]["resourceVersion"]:
+            return 409, status_object(
+                409, "Conflict", f'Operation cannot be fulfilled on {PLURAL}.{GROUP} "{name}": the object has been '
+                                 "modified; please apply your changes to the latest version and try again", name)
+        obj = copy.deepcopy(new)
+        meta = obj.setdefault("metadata", {})
+        for k in ("namespace", "uid", "creationTimestamp", "generation"):
+            meta[k] = old["metadata"][k]
+        if obj.get("spec") != old.get("spec"):
+            meta["generation"] = old["metadata"]["generation"] + 1
+        meta["resourceVersion"] = self._next_rv()
+        obj["status"] = old.get("status") or {}
+        self.objects[(ns, name)] = obj
+        self.lock.notify_all()
+        return 200, copy.deepcopy(obj)
+
+    def _replace(self, ns: str, name: str, doc: Any) -> tuple[int, Any]:
+        if (ns, name) not in self.objects:
+            return self._not_found(name)
+        return self._store_update(ns, name, doc)
+
+    def _patch(self, ns: str, name: str, content_type: str, doc: Any) -> tuple[int, Any]:
+        if (ns, name) not in self.objects:
+            return self._not_found(name)
+        old = copy.deepcopy(self.objects[(ns, name)])
+        ctype = content_type.split(";")[0].strip()
+        try:
+            if ctype == "application/merge-patch+json":
+                new = merge_patch(old, doc)
+            elif ctype == "application/json-patch+json":
+                new = json_patch(old, doc)
+            else:
+                return 415, status_object(415, "UnsupportedMediaType",
+                                          f"the body of the request was in an unknown format - accepted media types "
+                                          f"include: application/json-patch+json, application/merge-patch+json "
+                                          f"(got {ctype!r})")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return 422, status_object(422, "Invalid", f"the patch could not be applied: {exc}", name)
+        return self._store_update(ns, name, new)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: KubeStandIn
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a: Any) -> None:
+        pass
+
+    def _serve(self, method: str) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        code, doc = self.api.handle(method, url.path, query, self.headers, body)
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
