@@ -24,9 +24,11 @@ from k8s_standin import KubeStandIn, ProcessRunner  # noqa: E402
 from s3server import S3Server  # noqa: E402
 
 NAMESPACE = "wren-test"
-#: the test runtime: wren-core and wren-storage-cos FROM the local Debian base image (the same
-#: image the openwhisk tests build, so the engine's layer cache serves both)
-TEST_RUNTIME = "wren-runtime-test-cos:latest"
+#: the test runtime: wren-core, wren-storage-cos (the workers reach S3 through it) and pytest
+#: FROM the local Debian base image. pytest because the conformance suite's functions live in
+#: ``wren.testing.funcs``, and importing ``wren.testing`` imports pytest (see the report).
+TEST_RUNTIME = "wren-runtime-test-knative:latest"
+TEST_PACKAGES = ["wren-storage-cos", "pytest"]
 RUNNER_INFO: dict[str, str] = {}
 
 
@@ -80,7 +82,7 @@ def _docker_runner():
     try:
         client = engine.client()
         # the workers reach S3 through the ibm_cos storage plugin: it must be in the image
-        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos"])
+        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=TEST_PACKAGES)
     except Exception as exc:  # no base image, build failure: say why and fall back
         engine.stop()
         return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
