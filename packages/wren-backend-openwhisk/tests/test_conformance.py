@@ -7,9 +7,9 @@ import wren
 from wren.testing import ComputeBackendConformance
 
 #: Tests whose worker writes a status record from the entry point's own process (timeouts,
-#: dead workers). They get an action of their own (another memory size, so another container):
-#: see the note in test_worker_process_survives_parent_side_status_write.
-PARENT_WRITES = {"test_timeout", "test_worker_death_is_reported"}
+#: dead workers). Each gets an action of its own (another memory size, so another container):
+#: a wren-core bug makes later calls in that container fail (see the backend's report).
+PARENT_WRITES = {"test_timeout": 512, "test_worker_death_is_reported": 640}
 
 
 class TestOpenWhiskConformance(ComputeBackendConformance):
@@ -19,6 +19,6 @@ class TestOpenWhiskConformance(ComputeBackendConformance):
     def fexec(self, request, executor_config):
         cfg = copy.deepcopy(executor_config)
         if request.node.originalname in PARENT_WRITES:
-            cfg["openwhisk"]["runtime_memory"] = 512
+            cfg["openwhisk"]["runtime_memory"] = PARENT_WRITES[request.node.originalname]
         with wren.function_executor(config=cfg) as ex:
             yield ex
