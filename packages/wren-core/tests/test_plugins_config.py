@@ -32,7 +32,7 @@ def test_builtins_come_through_the_hooks(fresh_pm):
     reg = plugins.get_registry()
     assert reg.names("compute") == ["localhost"]
     assert reg.names("storage") == ["localhost"]
-    assert reg.names("monitor") == ["storage"]
+    assert reg.names("monitor") == ["rabbitmq", "storage"]
     assert reg.describe()[0]["distribution"] == "wren-core"
 
 

@@ -84,6 +84,17 @@ class WrenConfig:
     clean_on_exit: bool = True
     #: Show progress bars in ``wait``/``get_result`` (when output is a terminal).
     progressbar: bool = True
+    #: Re-invoke a call up to this many times when it fails for a reason another try can fix
+    #: (worker lost, out of memory, timeout, a transient platform or storage error).
+    retries: int = 0
+    #: Also retry calls that raised these exception types (names, e.g. ``ConnectionError``).
+    retry_on: list[str] = dataclasses.field(default_factory=list)
+    #: Launch a backup copy of calls that run far longer than the job's median (stragglers).
+    speculation: bool = False
+    #: Fraction of a job's calls that must be done before stragglers get backup copies.
+    speculation_quantile: float = 0.9
+    #: A call is a straggler when it has run this many times the median call's duration.
+    speculation_factor: float = 3.0
 
     def validate(self) -> None:
         if self.max_workers is not None and self.max_workers < 1:
@@ -95,6 +106,12 @@ class WrenConfig:
             raise ConfigError(f"wren.runtime_timeout must be > 0 seconds (got {self.runtime_timeout})")
         if self.monitor_interval <= 0:
             raise ConfigError(f"wren.monitor_interval must be > 0 (got {self.monitor_interval})")
+        if self.retries < 0:
+            raise ConfigError(f"wren.retries must be >= 0 (got {self.retries})")
+        if not 0 < self.speculation_quantile <= 1:
+            raise ConfigError(f"wren.speculation_quantile must be in (0, 1] (got {self.speculation_quantile})")
+        if self.speculation_factor <= 1:
+            raise ConfigError(f"wren.speculation_factor must be > 1 (got {self.speculation_factor})")
         if self.data_limit <= 0:
             raise ConfigError(f"wren.data_limit must be > 0 MB (got {self.data_limit})")
         if self.runtime_memory is not None and self.runtime_memory <= 0:

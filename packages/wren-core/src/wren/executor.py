@@ -87,6 +87,8 @@ class FunctionExecutor:
         monitoring: str | None = None,
         **kwargs: Any,
     ):
+        if "retry_on" in kwargs and kwargs["retry_on"] is not None:
+            kwargs["retry_on"] = _exception_names(kwargs["retry_on"])
         if "rabbitmq_monitor" in kwargs:  # PyWren for IBM Cloud's spelling
             if kwargs.pop("rabbitmq_monitor"):
                 monitoring = monitoring or "rabbitmq"
@@ -156,6 +158,8 @@ class FunctionExecutor:
         self._job_counter = itertools.count()
         self._uploaded_funcs: set[str] = set()
         self._jobs: dict[str, dict[str, Any]] = {}
+        # (job_key, call_id) -> (job, call) of calls not finished yet, for retries and copies
+        self._records: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._started = False
         self._closed = False
         self._lock = threading.RLock()
@@ -230,18 +234,120 @@ class FunctionExecutor:
 
     def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
         f = self._by_key.get((job_key, call_id))
-        if f is not None and f._set_exception(error, "worker_died" if isinstance(error, WorkerDiedError) else "system"):
+        if f is None or f.ready:
+            return
+        if isinstance(error, CallTimeoutError):
+            kind = "timeout"
+        elif isinstance(error, WorkerDiedError):
+            kind = "worker_died"
+        else:
+            kind = "system"
+        if self._attempt_failed(f, kind, type(error), str(error)):
+            return
+        if f._set_exception(error, kind):
             self._finished(f)
 
     def _on_status(self, future: ResponseFuture, status: dict[str, Any]) -> None:
+        if future.ready:
+            return  # another attempt won already: exactly one result per call
+        if not status.get("success") and self._attempt_failed(
+            future, status.get("error_kind") or "user", status.get("exc_type") or "", status.get("exc_message", "")
+        ):
+            return
         if future._set_status(status):
             self._finished(future)
 
     def _on_monitor_error(self, future: ResponseFuture, exc: BaseException) -> None:
+        if self._attempt_failed(future, "system", type(exc), str(exc)):
+            return
         if future._set_exception(exc):
             self._finished(future)
 
+    # -- retries and speculative copies ---------------------------------------------------------
+    def _retryable(self, kind: str, exc_type: Any) -> bool:
+        if kind in ("worker_died", "timeout", "system"):
+            return True
+        names = set(self.config.wren.retry_on)
+        if not names:
+            return False
+        qual = exc_type if isinstance(exc_type, str) else f"{exc_type.__module__}.{exc_type.__qualname__}"
+        return qual in names or qual.rsplit(".", 1)[-1] in names or qual.replace("builtins.", "") in names
+
+    def _attempt_failed(self, future: ResponseFuture, kind: str, exc_type: Any, message: str) -> bool:
+        """One attempt of a call failed. Returns True when the call goes on (another attempt
+        is running, or a retry was launched), False when the failure is final."""
+        with self._lock:
+            future._inflight = max(0, getattr(future, "_inflight", 1) - 1)
+            reasons = future.stats.setdefault("attempt_errors", [])
+            reasons.append(f"attempt {len(reasons) + 1}: {kind}: {message[:200]}")
+            if future._inflight > 0:
+                return True  # a speculative copy may still succeed
+            retries_used = future.stats.get("retries", 0)
+            if retries_used >= self.config.wren.retries or not self._retryable(kind, exc_type):
+                return False
+            record = self._records.get(future.key)
+            if record is None or self._closed:
+                return False
+            future.stats["retries"] = retries_used + 1
+        logger.info("retrying call %s of %s after %s (retry %d of %d)", future.call_id, future.job_key, kind,
+                    retries_used + 1, self.config.wren.retries)
+        self._launch_attempt(future, record)
+        return True
+
+    def _launch_attempt(self, future: ResponseFuture, record: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        job, call = record
+        with self._lock:
+            attempt = future.attempts
+            future.attempts += 1
+            future._inflight = getattr(future, "_inflight", 0) + 1
+        future.stats["host_submit_tstamp"] = time.time()
+        future.stats.pop("host_running_tstamp", None)
+        new_call = dict(call, attempt=attempt)
+        if self._invoker is not None:
+            self._invoker.release(future.job_key, future.call_id)
+            if not self._direct:
+                self.monitor.watch([future])
+            self._invoker.submit(job, [new_call])
+        else:
+            if not self._direct:
+                self.monitor.watch([future])
+            self.compute.invoke(job, [new_call], self)
+
+    def _speculate(self, fs: list[ResponseFuture]) -> None:
+        """Back up stragglers: calls running far longer than their job's median."""
+        wcfg = self.config.wren
+        if not wcfg.speculation:
+            return
+        now = time.time()
+        by_job: dict[str, list[ResponseFuture]] = {}
+        for f in fs:
+            by_job.setdefault(f.job_key, []).append(f)
+        for job_key, futures in by_job.items():
+            done = [f for f in futures if f.success]
+            pending = [f for f in futures if not f.ready]
+            if not pending or len(done) < wcfg.speculation_quantile * len(futures):
+                continue
+            durations = sorted(
+                f.stats["worker_end_tstamp"] - f.stats["worker_start_tstamp"]
+                for f in done if "worker_end_tstamp" in f.stats and "worker_start_tstamp" in f.stats
+            )
+            if not durations:
+                continue
+            median = durations[len(durations) // 2]
+            limit = max(wcfg.speculation_factor * median, median + 1.0)
+            for f in pending:
+                started = f.stats.get("host_running_tstamp") or f.stats.get("host_submit_tstamp")
+                if started and now - started > limit and not f.stats.get("speculative_copies"):
+                    record = self._records.get(f.key)
+                    if record is None:
+                        continue
+                    f.stats["speculative_copies"] = 1
+                    logger.info("call %s of %s runs %.1f s (median %.2f s): launching a backup copy",
+                                f.call_id, job_key, now - started, median)
+                    self._launch_attempt(f, record)
+
     def _finished(self, future: ResponseFuture) -> None:
+        self._records.pop(future.key, None)
         if self._invoker is not None:
             self._invoker.release(future.job_key, future.call_id)
         with self._cond:
@@ -336,6 +442,8 @@ class FunctionExecutor:
             "reserved": binder.reserved,
             "config": worker_config,
             "total_calls": len(arguments),
+            "retries": wcfg.retries,
+            "retry_on": list(wcfg.retry_on),
         }
         events = self.monitor.job_events(job)
         if events:
@@ -351,7 +459,9 @@ class FunctionExecutor:
             f.internal = internal
             f.stats["func_data_size_bytes"] = len(inline[i]) if inline[i] is not None else (ranges[i][1] - ranges[i][0] + 1)  # type: ignore[index]
             f.stats["timeout"] = timeout
+            f._inflight = 1
             futures.append(f)
+            self._records[f.key] = (job, call)
         with self._cond:
             for f in futures:
                 self._by_key[f.key] = f
@@ -447,7 +557,7 @@ class FunctionExecutor:
         if binder.reserved["obj"]:
             from wren.partitioner import partition
 
-            arguments, objs, groups = partition(self, iterdata, extra_args, chunk_size, chunk_n)
+            arguments, objs, groups = partition(self, iterdata, extra_args, chunk_size, chunk_n, func=func)
         else:
             if chunk_size is not None or chunk_n is not None:
                 raise InvalidInputError(
@@ -619,6 +729,7 @@ class FunctionExecutor:
                 if deadline is not None and now >= deadline:
                     break
                 self._expire_overdue(fs)
+                self._speculate(fs)
                 if now - last_report > 30:
                     last_report = now
                     self._report_waiting(fs)
@@ -752,6 +863,22 @@ class FunctionExecutor:
                 row["estimated_cost"] = sum(exec_times) * mem_gb * price
             rows.append(row)
         return rows
+
+
+def _exception_names(retry_on: Any) -> list[str]:
+    if isinstance(retry_on, (str, type)):
+        retry_on = [retry_on]
+    names = []
+    for item in retry_on:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            names.append(f"{item.__module__}.{item.__qualname__}".replace("builtins.", ""))
+        elif isinstance(item, str) and item:
+            names.append(item)
+        else:
+            raise InvalidInputError(
+                f"retry_on takes exception classes or their names, e.g. retry_on=[ConnectionError], got {item!r}"
+            )
+    return names
 
 
 class _Waiter:

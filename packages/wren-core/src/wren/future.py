@@ -57,6 +57,9 @@ class ResponseFuture:
         self._lock = threading.Lock()
         self.stats: dict[str, Any] = {}
         self.internal = False  # map calls feeding a reducer are not returned by get_result()
+        self.attempts = 1  # invocations of this call so far (retries and speculative copies)
+        self._inflight = 0  # attempts started whose outcome is not known yet
+        self._seen_status_keys: set[str] = set()
 
     # -- identity -------------------------------------------------------------------------------
     @property

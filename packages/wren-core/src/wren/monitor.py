@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable
 
 from wren import serialize
+from wren.worker.runtime import parse_status_key
 
 if TYPE_CHECKING:
     from wren.future import ResponseFuture
@@ -119,6 +120,18 @@ class StorageMonitor(Monitor):
         self.on_status(future, record)
 
     def _loop(self) -> None:
+        while True:
+            try:
+                self._poll_until_idle()
+                return
+            except Exception:  # a bug here must not leave waiters hanging in silence
+                logger.exception("the storage monitor failed; restarting it in 1 s")
+                with self._cond:
+                    if self._stopped:
+                        return
+                    self._cond.wait(1.0)
+
+    def _poll_until_idle(self) -> None:
         delay = self.MIN_INTERVAL
         while True:
             with self._cond:
@@ -148,11 +161,12 @@ class StorageMonitor(Monitor):
                     continue
                 found = []
                 for key in keys:
-                    if not key.endswith(".status"):
+                    parsed = parse_status_key(prefix, key)
+                    if parsed is None:
                         continue
-                    cid = key[len(prefix) + 1: -len(".status")]
-                    f = calls.get(cid)
-                    if f is not None and not f.ready:
+                    f = calls.get(parsed[0])
+                    if f is not None and not f.ready and key not in f._seen_status_keys:
+                        f._seen_status_keys.add(key)
                         found.append((f, key))
                 if found:
                     progressed = True

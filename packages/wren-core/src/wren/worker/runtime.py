@@ -35,12 +35,32 @@ from wren.worker import context
 _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def status_key(prefix: str, call_id: str) -> str:
-    return f"{prefix}/{call_id}.status"
+def _attempt_suffix(attempt: int) -> str:
+    return f".r{attempt}" if attempt else ""
 
 
-def result_key(prefix: str, call_id: str) -> str:
-    return f"{prefix}/{call_id}.result"
+def status_key(prefix: str, call_id: str, attempt: int = 0) -> str:
+    """Each attempt of a call writes its own status (and result), so a call that runs twice
+    (a retry, a speculative copy) never overwrites or corrupts another attempt's record."""
+    return f"{prefix}/{call_id}{_attempt_suffix(attempt)}.status"
+
+
+def result_key(prefix: str, call_id: str, attempt: int = 0) -> str:
+    return f"{prefix}/{call_id}{_attempt_suffix(attempt)}.result"
+
+
+def parse_status_key(prefix: str, key: str) -> tuple[str, int] | None:
+    """``(call_id, attempt)`` of a status key under ``prefix``, or ``None``."""
+    if not key.endswith(".status") or not key.startswith(prefix + "/"):
+        return None
+    name = key[len(prefix) + 1: -len(".status")]
+    call_id, _, attempt = name.partition(".r")
+    if "/" in call_id:
+        return None
+    try:
+        return call_id, int(attempt or 0)
+    except ValueError:
+        return None
 
 
 def _exception_payload(exc: BaseException) -> dict[str, Any]:
@@ -196,9 +216,11 @@ class WorkerRuntime:
         t_start = time.time()
         cold, self.cold = self.cold, False
         call_id = call["call_id"]
+        attempt = int(call.get("attempt") or 0)
         status: dict[str, Any] = {
             "job_key": job["job_key"],
             "call_id": call_id,
+            "attempt": attempt,
             "success": False,
             "futures": False,
         }
@@ -250,7 +272,7 @@ class WorkerRuntime:
             if len(data) <= job.get("inline_result_limit", 65536) and not job.get("result_in_storage"):
                 status["result"] = data
             else:
-                status["result_key"] = result_key(job["prefix"], call_id)
+                status["result_key"] = result_key(job["prefix"], call_id, attempt)
                 storage.put_object(job["bucket"], status["result_key"], serialize.sign(secret, data))
         except BaseException as exc:  # the user's exception, or ours: both become the status
             stats.setdefault("worker_func_end_tstamp", time.time())
@@ -317,7 +339,9 @@ class WorkerRuntime:
         storage = storage or self.storage_for(job)
         secret = bytes.fromhex(job["secret"])
         body = serialize.sign(secret, pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
-        storage.put_object(job["bucket"], status_key(job["prefix"], status["call_id"]), body)
+        storage.put_object(
+            job["bucket"], status_key(job["prefix"], status["call_id"], status.get("attempt", 0)), body
+        )
 
     def _call(self, func: Any, args: tuple, kwargs: dict, job: dict, call: dict, logs: io.StringIO) -> Any:
         extra_env = job.get("extra_env") or {}
@@ -330,6 +354,7 @@ class WorkerRuntime:
             "root_id": job["root_id"],
             "root_secret": job["root_secret"],
             "secret": job["secret"],
+            "retry_policy": {"retries": job.get("retries", 0), "retry_on": job.get("retry_on", [])},
             "job_id": job["job_id"],
             "call_id": call["call_id"],
             "executors": [],

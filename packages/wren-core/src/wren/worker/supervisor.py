@@ -66,6 +66,7 @@ def run_supervised(job: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
     status = {
         "job_key": job["job_key"],
         "call_id": call["call_id"],
+        "attempt": int(call.get("attempt") or 0),
         "success": False,
         "futures": False,
         "error_kind": kind,
