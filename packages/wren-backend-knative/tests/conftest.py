@@ -146,21 +146,3 @@ def executor_config(kn_section, cos_section):
                      "runtime_timeout": 120},
             "knative": kn_section, "ibm_cos": cos_section}
 
-
-def warm(executor_config, memory: int | None = None) -> None:
-    """Run one call on the service of ``memory`` before a test sends it a burst.
-
-    Works around a wren-core bug (reported): the entry point forks each call's process from a
-    threaded HTTP server, and the first ``Process.join`` imports ``multiprocessing.connection``
-    lazily; a child forked while another thread holds that module's import lock deadlocks when
-    it imports ``multiprocessing.managers`` (through ibm_boto3). One call first imports it.
-    """
-    import copy
-
-    import wren
-
-    cfg = copy.deepcopy(executor_config)
-    if memory:
-        cfg["knative"]["runtime_memory"] = memory
-    with wren.function_executor(config=cfg) as ex:
-        assert ex.get_result(ex.call_async(abs, -1)) == 1

@@ -16,23 +16,28 @@ No real API server can run on these machines. This one serves the one resource w
   (the status subresource); bearer-token auth (401 otherwise).
 
 A controller thread plays Knative Serving and the kubelet: for each new generation of a Service
-it reports ``Ready=Unknown``, starts the revision's image through a *runner* — a container on
-the real Docker engine (host network, the entry point told to listen on a free 127.0.0.1 port
-via ``PORT`` and ``--port``), or the same entry point as a local process where no engine can
-run — waits for ``GET /healthz`` (the readiness probe), then sets ``status.url``
-(``http://127.0.0.1:PORT``), ``latestReadyRevisionName`` and ``Ready=True``. A missing image gives
+it reports ``Ready=Unknown``, starts ``pods_per_revision`` pods of the revision's image (at most
+its ``max-scale``) through a *runner* — containers on the real Docker engine (host network, the
+entry point told to listen on a free 127.0.0.1 port via ``PORT`` and ``--port``), or the same
+entry point as local processes where no engine can run — waits for ``GET /healthz`` (the
+readiness probe), puts a :class:`Router` in front of them that enforces
+``containerConcurrency`` per pod and queues the rest (the activator and queue-proxy), then sets
+``status.url`` (``http://127.0.0.1:PORT`` of the router), ``latestReadyRevisionName`` and
+``Ready=True``. A missing image gives
 ``Ready=False`` with Knative's reasons and messages (``RevisionMissing``, ``RevisionFailed``:
 ``Unable to fetch image ...``); with ``hang_on_missing_image`` the conditions stay ``Unknown``
 instead (an image pull that never ends). Deleting a Service stops its container or process.
 
-What it leaves out: autoscaling (one pod per revision, whatever min/max-scale say), resource
-limits, traffic splitting, watches, other resources.
+What it leaves out: autoscaling (a fixed number of pods per revision), resource limits,
+traffic splitting, watches, other resources.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import concurrent.futures
 import datetime
+import http.client
 import itertools
 import json
 import os
@@ -50,6 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 GROUP, VERSION, PLURAL, KIND = "serving.knative.dev", "v1", "services", "Service"
+MAX_SCALE = "autoscaling.knative.dev/max-scale"
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -203,6 +209,78 @@ class ProcessRunner:
         return [i for i, p in self.procs.items() if p.poll() is None and (service is None or i.startswith(service + "/"))]
 
 
+class Router:
+    """Knative's activator and queue-proxies in one: spreads requests over a revision's pods,
+    at most ``containerConcurrency`` at a time on each (0: unlimited), queueing the rest."""
+
+    def __init__(self, pods: list[Endpoint], concurrency: int):
+        self.pods = pods
+        self.busy = [0] * len(pods)
+        self.limit = concurrency or 1 << 30
+        self.cond = threading.Condition()
+        router = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                i = router.acquire()
+                try:
+                    pod = urllib.parse.urlsplit(router.pods[i].url)
+                    conn = http.client.HTTPConnection(pod.hostname, pod.port, timeout=None)
+                    headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
+                    conn.close()
+                except OSError as exc:  # the pod died under the request: the queue-proxy's 502
+                    code, data, ctype = 502, json.dumps({"error": f"pod unreachable: {exc}"}).encode(), "application/json"
+                finally:
+                    router.release(i)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+            do_GET = do_POST = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.request_queue_size = 4096
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="knative-router").start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def acquire(self) -> int:
+        with self.cond:
+            while True:
+                i = min(range(len(self.pods)), key=self.busy.__getitem__)
+                if self.busy[i] < self.limit:
+                    self.busy[i] += 1
+                    return i
+                self.cond.wait()
+
+    def release(self, i: int) -> None:
+        with self.cond:
+            self.busy[i] -= 1
+            self.cond.notify()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        for pod in self.pods:
+            pod.stop()
+
+
 # -- the API server ------------------------------------------------------------------------------
 
 def status_object(code: int, reason: str, message: str, name: str | None = None) -> dict[str, Any]:
@@ -298,8 +376,10 @@ class KubeStandIn:
     """The API server and the Knative controller. ``start()``/``stop()``, or a context manager."""
 
     def __init__(self, runner: Any, token: str | None = None, *, hang_on_missing_image: bool = False,
-                 ready_delay: float = 0.0):
+                 ready_delay: float = 0.0, pods_per_revision: int = 4):
         self.runner = runner
+        #: pods started for each revision (bounded by its max-scale annotation)
+        self.pods_per_revision = pods_per_revision
         self.token = token or uuid.uuid4().hex
         self.hang_on_missing_image = hang_on_missing_image
         self.ready_delay = ready_delay
@@ -449,8 +529,25 @@ class KubeStandIn:
                 return
             if self.ready_delay:
                 time.sleep(self.ready_delay)
+            tmpl = obj["spec"]["template"]
+            max_scale = int(((tmpl.get("metadata") or {}).get("annotations") or {}).get(MAX_SCALE, "0") or 0)
+            n = min(self.pods_per_revision, max_scale) if max_scale else self.pods_per_revision
             try:
-                ep = self.runner.start(ns, name, revision, container)
+                with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                    starts = [pool.submit(self.runner.start, ns, name, revision, container) for _ in range(n)]
+                    pods = []
+                    problems = []
+                    for f in starts:
+                        try:
+                            pods.append(f.result())
+                        except Exception as exc:
+                            problems.append(exc)
+                if problems:
+                    for pod in pods:
+                        pod.stop()
+                    raise problems[0]
+                router = Router(pods, int(tmpl["spec"].get("containerConcurrency") or 0))
+                ep = Endpoint(router.url, router.stop, revision)
             except Exception as exc:
                 self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions(
                     "False", "RevisionFailed", f'Revision "{revision}" failed with message: Container failed with: {exc}.')})

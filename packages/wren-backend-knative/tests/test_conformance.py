@@ -13,14 +13,6 @@ from wren.testing import ComputeBackendConformance
 PARENT_WRITES = {"test_timeout", "test_worker_death_is_reported"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _warm(executor_config):
-    from conftest import warm
-
-    warm(executor_config)
-    warm(executor_config, 512)
-
-
 class TestKnativeConformance(ComputeBackendConformance):
     death_report_seconds = 60.0
 

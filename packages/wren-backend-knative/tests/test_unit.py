@@ -67,7 +67,8 @@ def test_service_names_are_dns_labels():
         assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", name) and len(name) <= 50, name
         assert name.endswith("-256mb")
     assert service_name("x" * 100 + ":1", 256) != service_name("x" * 100 + ":2", 256)
-    assert service_name("wren-runtime-py311:0.1.0", 256) == "wren-runtime-py311-0-1-0-256mb".replace("wren-", "wren-wren-", 1)
+    assert service_name("wren-runtime-py311:0.1.0", 256) == "wren-runtime-py311-0-1-0-256mb"
+    assert service_name("registry.example.com/team/img:2", 1024) == "wren-img-2-1024mb"
 
 
 def test_manifest_fields():

@@ -60,9 +60,10 @@ class KnativeNotReadyError(KnativeError):
 # -- names and manifests ------------------------------------------------------------------------
 
 def service_name(runtime: str, memory: int) -> str:
-    """``wren-<runtime>-<memory>mb``, a DNS-1035 label of at most 50 characters (Knative adds
+    """``wren-<runtime>-<memory>mb`` (``wren-runtime-py311-0-1-0-256mb``), a DNS-1035 label of at most 50 characters (Knative adds
     ``-00001`` for revisions and keeps names under 63); long names end with a short hash."""
     slug = re.sub(r"[^a-z0-9]+", "-", runtime.lower().rsplit("/", 1)[-1]).strip("-") or "runtime"
+    slug = slug[len("wren-"):] if slug.startswith("wren-") and len(slug) > len("wren-") else slug
     tail = f"-{int(memory)}mb"
     name = f"wren-{slug}{tail}"
     if len(name) > 50:
