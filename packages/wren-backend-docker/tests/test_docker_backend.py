@@ -18,6 +18,7 @@ from wren.future import RUNNING
 from wren.testing import funcs
 from wren_backend_docker.backend import LABEL, LABEL_VALUE, DockerBackend
 from wren_backend_docker.config import DockerConfig
+from workerfuncs import hog
 
 
 def _config(runtime_image, **docker):
@@ -31,11 +32,6 @@ def _ours(client, all_=True):
     """This process's wren containers."""
     found = client.containers.list(all=all_, filters={"label": f"{LABEL}={LABEL_VALUE}"})
     return [c for c in found if c.labels.get("wren.owner-pid") == str(os.getpid())]
-
-
-def hog(mb):
-    data = b"x" * (mb * 1024 * 1024)  # touches every page
-    return len(data)
 
 
 @pytest.mark.slow

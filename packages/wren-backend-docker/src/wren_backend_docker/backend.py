@@ -414,20 +414,6 @@ class ContainerPool:
                     f"the worker refused call {call['call_id']} of job {job['job_key']}: HTTP {resp.status_code}: {msg}"
                 ))
                 continue
-            self._poke(task.channel)
-
-    _last_poke = 0.0
-
-    def _poke(self, channel: ResultChannel) -> None:
-        """The status is in storage now: ask the executor's monitor to look soon (rate-limited)."""
-        now = time.monotonic()
-        if now - self._last_poke < 0.02:
-            return
-        self._last_poke = now
-        monitor = getattr(channel, "monitor", None)
-        poke = getattr(monitor, "poke", None)
-        if callable(poke):
-            poke()
 
     def shutdown(self) -> None:
         with self._cond:
