@@ -16,10 +16,14 @@ What it implements, after the public API (apache/openwhisk ``core/controller`` r
 Behind it a *runner* executes each action's image through the action protocol
 (``POST /init``, ``POST /run {"value": params}``):
 
-- ``docker``: one container per action on the real Docker engine (host network, 127.0.0.1), the
-  image's own entry point inside;
-- ``process``: the same entry point, ``python -m wren.worker --host 127.0.0.1 --port P``, as a
-  local process per action (when no Docker engine or runtime image is available);
+- ``docker``: containers of the action's image on the real Docker engine (host network,
+  127.0.0.1), the image's own entry point inside;
+- ``process``: the same entry point, ``python -m wren.worker --host 127.0.0.1 --port P``, as
+  local processes (when no Docker engine or runtime image is available);
+
+As on OpenWhisk, a container runs at most the action's ``limits.concurrency`` activations at once
+and more containers start (cold starts) when all are busy, up to ``max_containers`` per action
+(then activations wait in a queue); containers are kept warm until the end.
 - ``noop``: records activations without running anything (for the launch benchmark); metadata
   requests are answered from this interpreter.
 
@@ -253,7 +257,7 @@ class NoopRunner:
         self.calls_per_activation: list[int] = []
 
     def start_action(self, action: dict[str, Any]) -> Any:
-        return self
+        return _NoopContainer(self)
 
     def run(self, params: dict[str, Any], meta: dict[str, Any], timeout: float) -> tuple[bool, Any]:
         if params.get("wren_metadata"):
@@ -270,6 +274,28 @@ class NoopRunner:
         pass
 
 
+class _Starting:
+    """A container being started: counts against the limit, takes no activations."""
+
+    def __init__(self, image: str):
+        self.image = image
+        self.busy = 1 << 30
+
+    def stop(self) -> None:
+        pass
+
+
+class _NoopContainer:
+    def __init__(self, runner: NoopRunner):
+        self.runner = runner
+
+    def run(self, params: dict[str, Any], meta: dict[str, Any], timeout: float) -> tuple[bool, Any]:
+        return self.runner.run(params, meta, timeout)
+
+    def stop(self) -> None:
+        pass
+
+
 # -- the controller ---------------------------------------------------------------------------
 
 class OpenWhiskEmulator:
@@ -283,6 +309,7 @@ class OpenWhiskEmulator:
         iam: IAMStandIn | None = None,
         iam_namespaces: dict[str, str] | None = None,
         max_running: int = 64,
+        max_containers: int = 12,
     ):
         #: API key "uuid:key" -> its namespace
         self.keys = dict(keys or {})
@@ -300,8 +327,10 @@ class OpenWhiskEmulator:
                        "injected_failures": 0, "blocking": 0}
         self.accept_times: list[float] = []
         self._fail: list[int] = []
-        self._endpoints: dict[tuple[str, str], Any] = {}
-        self._ep_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._endpoints: dict[tuple[str, str], list[Any]] = {}  # action -> its containers
+        #: containers per action at most (more activations wait for a free one, as on a full invoker)
+        self.max_containers = max_containers
+        self._free = threading.Condition(self.lock)
         self._exec = concurrent.futures.ThreadPoolExecutor(max_running, thread_name_prefix="ow-activation")
         self.server: ThreadingHTTPServer | None = None
 
@@ -339,11 +368,12 @@ class OpenWhiskEmulator:
             self.server.server_close()
             self.server = None
         self._exec.shutdown(wait=False, cancel_futures=True)
-        for ep in list(self._endpoints.values()):
-            try:
-                ep.stop()
-            except Exception:
-                pass
+        for pool in list(self._endpoints.values()):
+            for ep in pool:
+                try:
+                    ep.stop()
+                except Exception:
+                    pass
         self._endpoints.clear()
         self.runner.close()
 
@@ -379,23 +409,44 @@ class OpenWhiskEmulator:
 
     # -- actions and activations
     def endpoint_for(self, ns: str, name: str) -> Any:
+        """A container of the action with a free slot: like OpenWhisk, a container runs at most
+        ``limits.concurrency`` activations at once, and more containers start as needed."""
         key = (ns, name)
-        with self.lock:
-            lock = self._ep_locks.setdefault(key, threading.Lock())
-        with lock:
-            action = self.actions.get(key)
-            ep = self._endpoints.get(key)
-            if ep is not None and getattr(ep, "image", None) == action["exec"]["image"]:
-                return ep
-            if ep is not None:
-                ep.stop()
-            ep = self.runner.start_action(action)
-            try:
-                ep.image = action["exec"]["image"]
-            except AttributeError:
-                pass
-            self._endpoints[key] = ep
-            return ep
+        action = self.actions[key]
+        image, slots = action["exec"]["image"], int(action["limits"].get("concurrency") or 1)
+        with self._free:
+            while True:
+                pool = self._endpoints.setdefault(key, [])
+                for ep in list(pool):
+                    if ep.image != image:  # the action was updated: retire the old containers
+                        if ep.busy == 0:
+                            pool.remove(ep)
+                            threading.Thread(target=ep.stop, daemon=True).start()
+                        continue
+                    if ep.busy < slots:
+                        ep.busy += 1
+                        return ep
+                if len(pool) < self.max_containers:
+                    placeholder = _Starting(image)
+                    pool.append(placeholder)
+                    break
+                self._free.wait()  # all containers busy: the activation waits in the queue
+        try:
+            ep = self.runner.start_action(action)  # a cold start
+        except BaseException:
+            with self._free:
+                pool.remove(placeholder)
+                self._free.notify_all()
+            raise
+        ep.image, ep.busy = image, 1
+        with self._free:
+            pool[pool.index(placeholder)] = ep
+        return ep
+
+    def release(self, ep: Any) -> None:
+        with self._free:
+            ep.busy -= 1
+            self._free.notify_all()
 
     def run_activation(self, record: dict[str, Any], params: dict[str, Any]) -> None:
         ns, name = record["namespace"], record["name"]
@@ -409,7 +460,10 @@ class OpenWhiskEmulator:
                 timeout = action["limits"]["timeout"] / 1000
                 meta = {"namespace": ns, "action_name": f"/{ns}/{name}", "activation_id": record["activationId"],
                         "deadline": str(int((time.time() + timeout) * 1000))}
-                ok, result = ep.run(params, meta, timeout)
+                try:
+                    ok, result = ep.run(params, meta, timeout)
+                finally:
+                    self.release(ep)
         except Exception as exc:  # the platform's own failure, recorded like OpenWhisk does
             ok, result = False, {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -520,8 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, action) if action else self._send(404, {"error": "The requested resource does not exist."})
         elif method == "DELETE":
             action = emu.actions.pop(key, None)
-            ep = emu._endpoints.pop(key, None)
-            if ep is not None:
+            for ep in emu._endpoints.pop(key, []):
                 ep.stop()
             self._send(200, action) if action else self._send(404, {"error": "The requested resource does not exist."})
         elif method == "POST":
