@@ -60,7 +60,7 @@ def test_killed_container_fails_its_call_and_is_replaced(runtime_image, docker_c
         container.kill()
         with pytest.raises(wren.WorkerDiedError, match="died") as info:
             ex.get_result(fut, timeout=30)
-        assert time.monotonic() - killed_at < 10
+        assert time.monotonic() - killed_at < 15  # seconds, even on a loaded machine
         assert container.name in str(info.value) and "137" in str(info.value)
         # the pool replaced the container and carries on
         assert ex.get_result(ex.map(funcs.double, range(5))) == [0, 2, 4, 6, 8]
@@ -185,3 +185,17 @@ def test_metadata_cache_follows_the_image(tmp_path):
     cache.put("docker-x:1", {"python": "3.11"}, "sha256:a")
     assert cache.get("docker-x:1", "sha256:a") == {"python": "3.11"}
     assert cache.get("docker-x:1", "sha256:b") is None
+
+
+def test_docker_clean_command_removes_orphans(runtime_image, docker_client, capsys):
+    from wren.cli import main
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = docker_client.containers.run(
+        runtime_image, entrypoint=["sleep", "300"], command=[], detach=True, network_mode="none",
+        labels={LABEL: LABEL_VALUE, "wren.owner-host": os.uname().nodename, "wren.owner-pid": str(gone.pid)},
+    )
+    assert main(["docker-clean", "--json"]) == 0
+    assert orphan.name in capsys.readouterr().out
+    assert orphan.id not in [c.id for c in docker_client.containers.list(all=True)]
