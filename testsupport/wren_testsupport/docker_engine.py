@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import glob
 import http.client
 import json
 import logging
@@ -161,6 +162,9 @@ class DockerEngine:
             os.close(self._lock_fd)
             self._lock_fd = None
         if self._workdir:
+            # dockerd leaves its network namespace bind-mounted under exec/netns
+            for ns in glob.glob(os.path.join(self._workdir, "exec", "netns", "*")):
+                subprocess.run(["umount", "-l", ns], capture_output=True)
             shutil.rmtree(self._workdir, ignore_errors=True)
 
 
