@@ -158,7 +158,8 @@ def main() -> None:
                     nl = body.find(b"\n")
                     body = body[nl + 1:] if nl >= 0 else b""
                 if body and not body.endswith(b"\n") and b < size_of[key] - 1:
-                    extra = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={b + 1}-{min(size_of[key] - 1, b + 65536)}")["Body"].read()
+                    tail_range = f"bytes={b + 1}-{min(size_of[key] - 1, b + 65536)}"
+                    extra = client.get_object(Bucket=bucket, Key=key, Range=tail_range)["Body"].read()
                     body += extra[: extra.find(b"\n") + 1]
                 return count_stream(io.BytesIO(body))
 

@@ -61,21 +61,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def worker_server():
+def start_worker_server(*extra: str, **popen: Any) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m wren.worker`` on a free 127.0.0.1 port and wait until it answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port), *extra], **popen
+    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while True:
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1):
-                break
+                return proc, url
         except OSError:
-            if time.time() > deadline:
+            if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("the worker entry point did not start")
+                raise RuntimeError("the worker entry point did not start") from None
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def worker_server():
+    proc, url = start_worker_server()
     yield url
     proc.terminate()
     proc.wait(10)
@@ -138,16 +145,22 @@ def test_status_found_by_listing_not_per_call(worker_server):
 
 
 def test_tampered_function_is_refused(worker_server):
+    """Someone who can write to the bucket replaces the stored function: the worker refuses it."""
+    import pickle
+
+    import cloudpickle
+
     cfg = {"wren": {"backend": "httptest"}, "httptest": {"url": worker_server}}
     with wren.function_executor(config=cfg) as ex:
-        assert ex.get_result(ex.call_async(abs, -1)) == 1
-        (func_key,) = [k for k in ex.storage_backend.list_keys(ex.bucket, ex.prefix + "/funcs/")]
-        import pickle
+        real_put = ex.storage_backend.put_object
 
-        import cloudpickle
+        def attacker_put(bucket, key, body):
+            real_put(bucket, key, body)
+            if "/funcs/" in key:  # overwritten right after the client stored it
+                evil = pickle.dumps({"func": cloudpickle.dumps(lambda *a: os.getpid()), "modules": None, "module_names": []})
+                real_put(bucket, key, b"WREN1" + b"\0" * 32 + evil)
 
-        evil = pickle.dumps({"func": cloudpickle.dumps(lambda *a: os.getpid()), "modules": None, "module_names": []})
-        ex.storage_backend.put_object(ex.bucket, func_key, b"WREN1" + b"\0" * 32 + evil)
-        ex._uploaded_funcs.add(func_key)  # the client believes it is still its own
+        ex.storage_backend.put_object = attacker_put
+        fut = ex.call_async(divmod, (7, 2))
         with pytest.raises(wren.SerializationError, match="signature does not match"):
-            ex.get_result(ex.call_async(abs, -2))
+            ex.get_result(fut)

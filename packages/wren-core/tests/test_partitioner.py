@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import http.server
 import io
-import os
 import threading
 import uuid
 

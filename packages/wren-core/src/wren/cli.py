@@ -110,13 +110,26 @@ def cmd_clean(args: argparse.Namespace) -> int:
         removed += st.delete_prefix(bucket, JOBS_PREFIX + "/")
         if args.all:
             removed += st.delete_prefix(bucket, "wren.cloudobjects/")
+    from wren import journal
+
+    for rec in journal.list_records():  # nothing is left to reattach to
+        if rec.get("storage") == st.name and rec.get("bucket") == bucket:
+            journal.remove(rec["executor_id"])
     if args.all:
         cache = os.path.join(tempfile.gettempdir(), f"wren-modules-{os.getuid()}")
         shutil.rmtree(cache, ignore_errors=True)
+    backend = _runtime_backend(args)
+    try:
+        resources = backend.clean_resources(all=args.all)
+    finally:
+        backend.close()
     if args.json:
-        print(json.dumps({"storage": st.name, "bucket": bucket, "removed_objects": removed}))
+        print(json.dumps({"storage": st.name, "bucket": bucket, "removed_objects": removed,
+                          "backend": backend.name, "removed_resources": resources}))
     else:
         print(f"removed {removed} object(s) from {st.name} bucket {bucket!r}")
+        for line in resources:
+            print(f"removed {line}")
     return 0
 
 
@@ -212,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("clean", help="remove wren's temporary data from storage")
+    p = sub.add_parser("clean", help="remove wren's temporary data from storage and what backends left behind")
+    p.add_argument("-b", "--backend", help="compute backend (default: from config)")
     p.add_argument("-s", "--storage", help="storage backend (default: from config)")
     p.add_argument("--all", action="store_true", help="also cloud objects and local caches")
     p.add_argument("--json", action="store_true", help="machine-readable output")

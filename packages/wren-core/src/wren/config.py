@@ -49,9 +49,6 @@ def is_secret_key(name: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
-MONITORING_CHOICES = ("storage",)
-
-
 @dataclasses.dataclass
 class WrenConfig:
     """The ``wren`` section: executor settings shared by every backend."""
@@ -229,7 +226,12 @@ def parse_section(cls: type[T], section: str, data: Mapping[str, Any] | None) ->
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{section}.{name}")
+            try:
+                kwargs[name] = _coerce(data[name], hints[name], f"{section}.{name}")
+            except ConfigError:
+                if f.metadata.get("secret") or is_secret_key(name):  # never echo a credential
+                    raise ConfigError(f"{section}.{name} has the wrong type; check its value") from None
+                raise
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             env = f"WREN_{section.upper()}__{name.upper()}"
             raise ConfigError(

@@ -27,6 +27,7 @@ from wren import serialize
 from wren.config import Config, load_config, parse_section
 from wren.errors import (
     CallTimeoutError,
+    StorageNoSuchBucketError,
     InvalidInputError,
     WaitTimeoutError,
     WorkerDiedError,
@@ -157,6 +158,7 @@ class FunctionExecutor:
         self._waiters: set[_Waiter] = set()
         self._job_counter = itertools.count()
         self._uploaded_funcs: set[str] = set()
+        self._attached: list[tuple[str, str]] = []
         self._jobs: dict[str, dict[str, Any]] = {}
         # (job_key, call_id) -> (job, call) of calls not finished yet, for retries and copies
         self._records: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -357,7 +359,9 @@ class FunctionExecutor:
 
     # -- building and sending jobs --------------------------------------------------------------
     def _runtime_modules(self) -> Iterable[str] | None:
-        return self.compute.runtime_metadata(self.config.wren.runtime).get("modules")
+        if not hasattr(self, "_runtime_meta"):  # asked once per executor: it may cost a request
+            self._runtime_meta = self.compute.runtime_metadata(self.config.wren.runtime)
+        return self._runtime_meta.get("modules")
 
     def _submit(
         self,
@@ -470,6 +474,8 @@ class FunctionExecutor:
             "job_id": job_id, "kind": kind, "calls": len(calls), "func": job["func_name"],
             "submitted": time.time(), "timeout": timeout, "prefix": job_prefix,
         }
+        if not self._direct and not self._nested:
+            self._write_journal()
         self._start_compute()
         for f in futures:
             f._mark(INVOKED)
@@ -813,18 +819,68 @@ class FunctionExecutor:
         return results[0] if single else results
 
     # -- cleaning, plots ------------------------------------------------------------------------
+    def _write_journal(self) -> None:
+        from wren import journal
+
+        journal.write({
+            "executor_id": self.executor_id, "prefix": self.prefix, "bucket": self.bucket,
+            "storage": self.storage_backend.name, "backend": self.backend, "secret": self._secret.hex(),
+            "pid": os.getpid(), "created": time.time(),
+            "jobs": {m["job_id"]: {"calls": m["calls"], "kind": m["kind"]} for m in self._jobs.values()},
+        })
+
+    def attach(self, executor_id: str) -> list[ResponseFuture]:
+        """Reattach to the jobs of an executor whose client is gone (crashed, killed) and
+        return their futures, to wait for and read as usual (``get_result(futures)``).
+
+        Works for backends whose calls outlive the client (every cloud backend); the record
+        needed is kept on the machine that submitted the jobs.
+        """
+        from wren import journal
+
+        rec = journal.read(executor_id)
+        if rec["storage"] != self.storage_backend.name or rec["bucket"] != self.bucket:
+            raise InvalidInputError(
+                f"executor {executor_id} kept its data in storage {rec['storage']!r} bucket {rec['bucket']!r}; "
+                f"attach from an executor configured with that storage (this one uses "
+                f"{self.storage_backend.name!r} bucket {self.bucket!r})"
+            )
+        secret = bytes.fromhex(rec["secret"])
+        futures = []
+        for job_id, meta in sorted(rec["jobs"].items()):
+            for call_id in jobmod.iter_calls(meta["calls"]):
+                f = ResponseFuture(executor_id, job_id, call_id, f"{rec['prefix']}/{job_id}", rec["bucket"], meta["kind"])
+                f._executor = self
+                f._secret = secret
+                f._mark(INVOKED)
+                futures.append(f)
+        with self._cond:
+            for f in futures:
+                self._by_key[f.key] = f
+            self.futures.extend(futures)
+        self._attached.append((executor_id, rec["prefix"]))
+        (self._storage_monitor() if self._direct else self.monitor).watch(futures)
+        return futures
+
     def clean(self, fs: Any = None, clean_cloudobjects: bool = True) -> int:
-        """Delete temporary data: the given futures' jobs, or everything of this executor.
-        Returns the number of objects removed."""
+        """Delete temporary data: the given futures' jobs, or everything of this executor (and
+        of executors it reattached to). Returns the number of objects removed."""
+        from wren import journal
+
         if fs is None:
-            prefixes = [self.prefix + "/"]
+            prefixes = [self.prefix + "/"] + [p + "/" for _, p in self._attached]
         else:
             prefixes = sorted({f.job_prefix + "/" for f in self._select(fs)})
         removed = 0
         for prefix in prefixes:
-            removed += self.storage_backend.delete_prefix(self.bucket, prefix)
+            try:
+                removed += self.storage_backend.delete_prefix(self.bucket, prefix)
+            except StorageNoSuchBucketError:
+                break  # nothing was ever stored
         if fs is None:
             self._uploaded_funcs.clear()
+            for eid in [self.executor_id] + [e for e, _ in self._attached]:
+                journal.remove(eid)
         logger.debug("cleaned %d object(s) under %s", removed, prefixes)
         return removed
 

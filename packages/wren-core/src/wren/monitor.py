@@ -53,6 +53,12 @@ class Monitor(abc.ABC):
         Must hold ``"monitor"``: this monitor's registered name."""
         return None
 
+    def poke(self) -> None:
+        """Check again soon (a waiter is impatient)."""
+
+    def stop(self) -> None:
+        """Stop watching; no calls to ``on_status`` afterwards."""
+
     @classmethod
     def worker_publisher(cls, events: dict[str, Any]) -> EventPublisher | None:
         """On the worker: the publisher for ``job["events"]`` (``None``: nothing to publish)."""
@@ -68,11 +74,8 @@ class EventPublisher(abc.ABC):
         """``event`` is ``"start"`` (status ``None``) or ``"finish"`` (the signed status
         record's fields)."""
 
-    def poke(self) -> None:
-        """Check again soon (a waiter is impatient)."""
-
-    def stop(self) -> None:
-        """Stop watching; no calls to ``on_status`` afterwards."""
+    def close(self) -> None:
+        """Release the connection (at process exit)."""
 
 
 class StorageMonitor(Monitor):

@@ -27,7 +27,8 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
+from collections.abc import Callable, Iterator
 
 from wren import job as jobmod
 from wren.errors import InvalidInputError, StorageNoSuchBucketError, StorageNoSuchKeyError
@@ -201,7 +202,7 @@ def _positional_to_keywords(func: Callable[..., Any] | None, args: tuple, kwargs
             names.append(p.name)
     if len(args) > len(names):
         return args, kwargs  # the binder on the executor reports the mismatch
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     dup = set(bound) & set(kwargs)
     if dup:
         raise InvalidInputError(f"the parameter(s) {sorted(dup)} are given twice (in the item and in extra_args)")
@@ -557,7 +558,9 @@ def make_obj(spec: dict[str, Any], storage: Any, job: dict[str, Any]) -> Partiti
     """Build the ``obj`` argument from a partition record (on the worker)."""
     if spec.get("url"):
         url = spec["url"]
-        return PartitionedObject(spec, lambda a, b: io.BufferedReader(_URLRange(url, a, b)), lambda: io.BufferedReader(_URLRange(url)))
+        return PartitionedObject(
+            spec, lambda a, b: io.BufferedReader(_URLRange(url, a, b)), lambda: io.BufferedReader(_URLRange(url))
+        )
     st = _storage_on_worker(spec["storage"], storage, job)
     bucket, key = spec["bucket"], spec["key"]
     return PartitionedObject(

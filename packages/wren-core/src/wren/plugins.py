@@ -62,7 +62,20 @@ def create_plugin_manager(load_entry_points: bool | None = None) -> pluggy.Plugi
     for modname in BUILTIN_MODULES:
         pm.register(importlib.import_module(modname), name=modname)
     pm._wren_dists = {}  # type: ignore[attr-defined]  # plugin name -> (dist, version)
-    if load_entry_points:
+    # entry points load on first need: a job on the built-ins never imports a cloud SDK
+    pm._wren_pending_eps = load_entry_points  # type: ignore[attr-defined]
+    pm._wren_ep_lock = threading.Lock()  # type: ignore[attr-defined]
+    pm.check_pending()
+    return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> bool:
+    """Load the ``wren`` entry points into ``pm`` once. Returns True if this call loaded them."""
+    if not getattr(pm, "_wren_pending_eps", False):
+        return False
+    with pm._wren_ep_lock:  # type: ignore[attr-defined]
+        if not pm._wren_pending_eps:  # type: ignore[attr-defined]
+            return False
         for ep in importlib_metadata.entry_points(group=hookspecs.PROJECT):
             dist, version = _dist_of(ep)
             if pm.has_plugin(ep.name) or pm.get_plugin(ep.name) is not None:
@@ -79,8 +92,9 @@ def create_plugin_manager(load_entry_points: bool | None = None) -> pluggy.Plugi
                 )
                 continue
             pm._wren_dists[ep.name] = (dist, version)  # type: ignore[attr-defined]
-    pm.check_pending()
-    return pm
+        pm.check_pending()
+        pm._wren_pending_eps = False  # type: ignore[attr-defined]
+    return True
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -146,6 +160,11 @@ class PluginRegistry:
         self.pm = pm
         self._cache: dict[str, dict[str, list[Provided]]] = {}
 
+    def load_all(self) -> None:
+        """Make sure every installed plugin is loaded (entry points load lazily)."""
+        if load_entry_points(self.pm):
+            self._cache.clear()
+
     def _origin(self, plugin: Any) -> tuple[str, str, str]:
         name = self.pm.get_name(plugin) or repr(plugin)
         dists = getattr(self.pm, "_wren_dists", {})
@@ -182,14 +201,18 @@ class PluginRegistry:
         return out
 
     def names(self, kind: str) -> list[str]:
+        self.load_all()
         return sorted(self.provided(kind))
 
     def get(self, kind: str, name: str) -> Any:
         """The spec of ``kind`` called ``name``, or a :class:`PluginError` that says what to do."""
         label = {"compute": "compute backend", "storage": "storage backend", "monitor": "monitor"}[kind]
-        provided = self.provided(kind)
         if not isinstance(name, str) or not name:
             raise PluginError(f"{label} name must be a non-empty string, got {name!r}")
+        provided = self.provided(kind)
+        if name not in provided:  # not a built-in: look at the installed plugins
+            self.load_all()
+            provided = self.provided(kind)
         if name in provided:
             claims = provided[name]
             if len(claims) > 1:
@@ -210,6 +233,7 @@ class PluginRegistry:
 
     def section_names(self) -> set[str]:
         """Every config section name a plugin (installed or known) may own."""
+        self.load_all()
         names = {"wren"}
         for kind in self.KINDS:
             names.update(self.provided(kind))
@@ -217,6 +241,7 @@ class PluginRegistry:
         return names
 
     def config_class_for_section(self, section: str) -> type | None:
+        self.load_all()
         for kind in self.KINDS:
             for provided in self.provided(kind).get(section, []):
                 if provided.spec.config_class is not None:
@@ -225,6 +250,7 @@ class PluginRegistry:
 
     def describe(self) -> list[dict[str, str]]:
         """Rows for ``wren plugins``."""
+        self.load_all()
         rows = []
         for kind in self.KINDS:
             for name, claims in sorted(self.provided(kind).items()):
@@ -246,6 +272,10 @@ def check_sections(sections: dict[str, Any], registry: PluginRegistry) -> None:
     """Reject config sections no plugin (installed or known) owns, suggesting the closest."""
     from wren.errors import ConfigError
 
+    quick = {"wren"} | {n for kind in registry.KINDS for n in registry.provided(kind)}
+    quick |= {n for names in KNOWN_DISTRIBUTIONS.values() for n in names}
+    if all(section in quick for section in sections):
+        return
     known = registry.section_names()
     for section in sections:
         if section not in known:

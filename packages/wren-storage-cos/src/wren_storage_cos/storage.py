@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from typing import IO, Any, ClassVar, Iterable, Iterator
+from typing import IO, Any, ClassVar
+from collections.abc import Iterable, Iterator
 
 from wren.errors import StorageAuthError, StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
 from wren.storage.base import ObjectInfo, StorageBackend

@@ -122,5 +122,11 @@ class ComputeBackend(abc.ABC):
     def list_runtimes(self) -> list[dict[str, Any]]:
         return []
 
+    def clean_resources(self, all: bool = False) -> list[str]:  # noqa: A002 - the CLI's word
+        """Remove what the backend left running or deployed for wren (``wren clean``): e.g.
+        worker containers of clients that are gone; with ``all``, every wren resource.
+        Returns a line per thing removed."""
+        return []
+
     def delete_runtime(self, name: str, memory: int | None = None) -> None:
         raise NotImplementedError(f"backend {self.name!r} has no runtimes to delete")

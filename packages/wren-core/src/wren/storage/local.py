@@ -16,6 +16,21 @@ from wren.storage.ranges import RangeReader
 TMP_PREFIX = ".wren-tmp-"
 
 
+def _makedirs_private(path: str) -> None:
+    """``os.makedirs`` giving every folder it creates mode 0700 (``makedirs`` applies the mode
+    to the last folder only)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _makedirs_private(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
 class LocalStorage(StorageBackend):
     """Buckets are folders under ``storage_root``; writes go to a temporary file, then rename.
 
@@ -71,7 +86,7 @@ class LocalStorage(StorageBackend):
         path = self._path(bucket, key)
         directory = os.path.dirname(path)
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            _makedirs_private(directory)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(
                 f"cannot store {key!r} in bucket {bucket!r}: a part of its path is an object"
@@ -184,5 +199,4 @@ class LocalStorage(StorageBackend):
         return os.path.isdir(self._bucket_dir(bucket))
 
     def create_bucket(self, bucket: str) -> None:
-        os.makedirs(self._bucket_dir(bucket), mode=0o700, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        _makedirs_private(self._bucket_dir(bucket))

@@ -18,9 +18,21 @@ Subclass in the plugin's own tests and provide the fixtures::
         def executor_config(self):            # the config dict for wren.function_executor
             return {"wren": {"backend": "mine", "storage": "..."}, "mine": {...}}
 
-The built-in localhost backend and local storage run these same suites.
+The built-in localhost backend and local storage run these same suites. The suites import pytest
+only when used, so ``wren.testing.funcs`` (the functions they run on workers) imports anywhere.
 """
-from wren.testing.compute import ComputeBackendConformance
-from wren.testing.storage import StorageBackendConformance
+from typing import Any
 
 __all__ = ["ComputeBackendConformance", "StorageBackendConformance"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ComputeBackendConformance":
+        from wren.testing.compute import ComputeBackendConformance
+
+        return ComputeBackendConformance
+    if name == "StorageBackendConformance":
+        from wren.testing.storage import StorageBackendConformance
+
+        return StorageBackendConformance
+    raise AttributeError(f"module 'wren.testing' has no attribute {name!r}")

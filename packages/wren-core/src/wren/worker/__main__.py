@@ -10,17 +10,17 @@ supervised child process (see :mod:`wren.worker.supervisor`) and writes its stat
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import logging
 import os
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from wren.worker import protocol
 from wren.worker.runtime import runtime_metadata
-from wren.worker.supervisor import run_supervised
+from wren.worker.supervisor import get_pool, run_calls
 
 logger = logging.getLogger("wren.worker")
 
@@ -34,13 +34,7 @@ def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
     calls = data.get("calls") or ([data["call"]] if "call" in data else [])
     if not calls:
         return {"error": "the payload has no calls"}
-    if len(calls) == 1:
-        results = [run_supervised(job, calls[0])]
-    else:
-        workers = int(os.environ.get("WREN_WORKER_CONCURRENCY", "0")) or (os.cpu_count() or 1)
-        with concurrent.futures.ThreadPoolExecutor(min(workers, len(calls))) as pool:
-            results = list(pool.map(lambda c: run_supervised(job, c), calls))
-    return {"job_key": job["job_key"], "calls": results}
+    return {"job_key": job["job_key"], "calls": run_calls(job, calls)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -98,6 +92,7 @@ class Server(ThreadingHTTPServer):
 
 def serve(host: str, port: int) -> None:
     server = Server((host, port), Handler)
+    threading.Thread(target=get_pool, name="wren-warm-pool", daemon=True).start()  # warm before the first call
     logger.info("wren worker listening on %s:%d", host, port)
     try:
         server.serve_forever()

@@ -1,81 +1,108 @@
-"""Running calls in a supervised child process: the timeout is enforced by killing it, and a
-call that kills its process (out of memory, ``os._exit``, a signal) still gets a status record.
+"""Running calls under supervision inside a container: a warm pool of worker processes.
 
-Used by the container entry point (:mod:`wren.worker.__main__`), where nothing else watches the
-call. The localhost pool supervises its own worker processes instead.
+The container entry point (:mod:`wren.worker.__main__`) hands each call to the same pool the
+localhost backend uses (:class:`wren.compute.localhost.LocalPool`): fresh interpreters started
+once, which keep their imports, storage clients and unpickled functions warm between calls. The
+pool enforces the timeout by killing the worker and notices a worker that dies (out of memory,
+``os._exit``, a signal); the supervisor then writes that call's status record itself, so every
+call ends with a status in storage whatever happened to it.
+
+Workers are started with fork+exec, never a bare fork, so no connection or lock of this
+process is shared with them.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
+import threading
 import time
 from typing import Any
 
-from wren.errors import CallTimeoutError, WorkerDiedError
 from wren.worker.runtime import _exception_payload, get_runtime
 
 logger = logging.getLogger("wren.worker")
-_ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else multiprocessing.get_context("spawn")
 
 
-def _child(job: dict[str, Any], call: dict[str, Any]) -> None:
-    os.environ["WREN_WORKER"] = "1"
-    get_runtime().run(job, call, write_status=True)
+def pool_size() -> int:
+    return int(os.environ.get("WREN_WORKER_CONCURRENCY", "0") or 0) or (os.cpu_count() or 1)
 
 
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "it did not exit"
-    if code < 0:
+def get_pool() -> Any:
+    from wren.compute.localhost import LocalPool
+
+    pool = LocalPool.shared(pool_size(), 1)
+    pool.wait_started()
+    return pool
+
+
+class _Calls:
+    """The result channel of one payload: collects a summary per call."""
+
+    def __init__(self, job: dict[str, Any], n: int):
+        self.job = job
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.n = n
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def _record(self, call_id: str, summary: dict[str, Any]) -> None:
+        with self.lock:
+            self.summaries[call_id] = summary
+            if len(self.summaries) >= self.n:
+                self.done.set()
+
+    def deliver(self, status: dict[str, Any]) -> None:
+        self._record(status["call_id"], {"call_id": status["call_id"], "ok": bool(status.get("success"))})
+
+    def running(self, job_key: str, call_id: str) -> None:
+        pass
+
+    def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
+        from wren.errors import CallTimeoutError
+
+        kind = "timeout" if isinstance(error, CallTimeoutError) else "worker_died"
+        call_attempt = 0
+        for c in self.job.get("_calls", ()):
+            if c["call_id"] == call_id:
+                call_attempt = int(c.get("attempt") or 0)
+        now = time.time()
+        runtime = get_runtime()
+        status = {
+            "job_key": job_key,
+            "call_id": call_id,
+            "attempt": call_attempt,
+            "success": False,
+            "futures": False,
+            "error_kind": kind,
+            "logs": "",
+            "stats": {"worker_start_tstamp": now, "worker_end_tstamp": now, "worker_host": runtime.host},
+            **_exception_payload(error),
+        }
         try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (out of memory: the kernel's OOM killer sends SIGKILL; raise runtime_memory)" if -code == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return f"exited with status {code}"
+            runtime.write_status(self.job, status)
+        except Exception as exc:  # the client's own deadline watchdog will report it
+            logger.error("could not write the status of call %s: %s", call_id, exc)
+        publisher = runtime.publisher_for(self.job)
+        if publisher is not None:
+            runtime._publish(publisher, self.job, "finish", status)
+        self._record(call_id, {"call_id": call_id, "ok": False, "error": str(error)})
+
+
+def run_calls(job: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``calls`` of ``job`` on the warm pool and wait for all; returns a summary per call.
+    Their status records are in storage afterwards, whatever happened to the workers."""
+    from wren.compute.localhost import _Task
+
+    pool = get_pool()
+    job = dict(job, store_results=True)
+    channel = _Calls(dict(job, _calls=calls), len(calls))
+    owner = f"payload-{id(channel)}"
+    pool.submit(owner, pool.size, [_Task(owner, job, c, channel) for c in calls])
+    channel.done.wait()
+    pool.forget_owner(owner)
+    return [channel.summaries[c["call_id"]] for c in calls]
 
 
 def run_supervised(job: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
-    """Run one call in a child process; returns a short summary. The status record is in
-    storage afterwards whatever happened to the child."""
-    timeout = float(job.get("timeout") or 600)
-    started = time.time()
-    proc = _ctx.Process(target=_child, args=(job, call), daemon=True)
-    proc.start()
-    proc.join(timeout)
-    runtime = get_runtime()
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5)
-        err: BaseException = CallTimeoutError(
-            f"call {call['call_id']} of job {job['job_key']} ran longer than its timeout of "
-            f"{timeout:g} s and was stopped; raise timeout= if it needs longer"
-        )
-        kind = "timeout"
-    elif proc.exitcode != 0:
-        err = WorkerDiedError(
-            f"the process running call {call['call_id']} of job {job['job_key']} died: "
-            f"{_exit_reason(proc.exitcode)}"
-        )
-        kind = "worker_died"
-    else:
-        return {"call_id": call["call_id"], "ok": True}
-    status = {
-        "job_key": job["job_key"],
-        "call_id": call["call_id"],
-        "attempt": int(call.get("attempt") or 0),
-        "success": False,
-        "futures": False,
-        "error_kind": kind,
-        "logs": "",
-        "stats": {"worker_start_tstamp": started, "worker_end_tstamp": time.time(), "worker_host": runtime.host},
-        **_exception_payload(err),
-    }
-    try:
-        runtime.write_status(job, status)
-    except Exception as exc:  # the client's own deadline watchdog will report it
-        logger.error("could not write the status of call %s: %s", call["call_id"], exc)
-    return {"call_id": call["call_id"], "ok": False, "error": str(err)}
+    """Run one call (see :func:`run_calls`)."""
+    return run_calls(job, [call])[0]

@@ -1,0 +1,67 @@
+"""A local record of each executor's jobs, so a new client can reattach after a crash.
+
+``~/.wren/executors/<executor_id>.json`` (mode 0600, in a 0700 folder) holds what is needed to
+find and verify the job's results in storage: the storage prefix, the number of calls of each
+job, and the executor's signing key. Storage never holds that key. The file is removed when the
+executor cleans its data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from wren.errors import InvalidInputError
+
+
+def journal_dir() -> Path:
+    return Path(os.environ.get("WREN_HOME") or Path.home() / ".wren") / "executors"
+
+
+def _path(executor_id: str) -> Path:
+    if not executor_id or "/" in executor_id or executor_id.startswith("."):
+        raise InvalidInputError(f"invalid executor id {executor_id!r}")
+    return journal_dir() / f"{executor_id}.json"
+
+
+def write(record: dict[str, Any]) -> None:
+    d = journal_dir()
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, _path(record["executor_id"]))
+
+
+def read(executor_id: str) -> dict[str, Any]:
+    p = _path(executor_id)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        known = sorted(x.stem for x in journal_dir().glob("*.json")) if journal_dir().is_dir() else []
+        raise InvalidInputError(
+            f"no record of executor {executor_id!r} on this machine (known: {', '.join(known) or 'none'}); "
+            "reattach from the machine that submitted the job"
+        ) from None
+
+
+def remove(executor_id: str) -> None:
+    try:
+        _path(executor_id).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def list_records() -> list[dict[str, Any]]:
+    d = journal_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
