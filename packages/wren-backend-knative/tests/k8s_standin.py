@@ -209,6 +209,16 @@ class ProcessRunner:
         return [i for i, p in self.procs.items() if p.poll() is None and (service is None or i.startswith(service + "/"))]
 
 
+class BigBacklogServer(ThreadingHTTPServer):
+    """A threaded HTTP server whose listen backlog holds a burst of connections. (Setting
+    ``request_queue_size`` on an instance is too late: ``listen()`` ran in the constructor, and
+    with the default backlog of 5 a burst overflows the accept queue: the kernel then drops the
+    handshake's last ACK and the client waits for an answer that never comes.)"""
+
+    daemon_threads = True
+    request_queue_size = 4096
+
+
 class Router:
     """Knative's activator and queue-proxies in one: spreads requests over a revision's pods,
     at most ``containerConcurrency`` at a time on each (0: unlimited), queueing the rest."""
@@ -236,7 +246,7 @@ class Router:
                     resp = conn.getresponse()
                     code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
                     conn.close()
-                except OSError as exc:  # the pod died under the request: the queue-proxy's 502
+                except (OSError, http.client.HTTPException) as exc:  # the pod died under it: the queue-proxy's 502
                     code, data, ctype = 502, json.dumps({"error": f"pod unreachable: {exc}"}).encode(), "application/json"
                 finally:
                     router.release(i)
@@ -251,9 +261,7 @@ class Router:
 
             do_GET = do_POST = _forward  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 4096
+        self.server = BigBacklogServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="knative-router").start()
 
     @property
@@ -405,8 +413,7 @@ class KubeStandIn:
         class Handler(_Handler):
             api = standin
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = BigBacklogServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="kube-standin").start()
         self._controller = threading.Thread(target=self._control_loop, daemon=True, name="knative-controller")
         self._controller.start()

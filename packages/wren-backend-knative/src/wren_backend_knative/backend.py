@@ -334,8 +334,10 @@ class KnativeBackend(ComputeBackend):
         if job.get("timeout") and job["timeout"] > limit:
             if job["job_key"] not in self._warned:
                 self._warned.add(job["job_key"])
-                logger.warning("job %s: timeout %g s is over knative.runtime_timeout (%d s); calls are stopped "
-                               "after %d s", job["job_key"], job["timeout"], limit, limit)
+                # wren's default (600 s) is over Knative's default maximum: say so quietly
+                log = logger.info if job["timeout"] == self.wren_config.runtime_timeout else logger.warning
+                log("job %s: timeout %g s is over knative.runtime_timeout (%d s); calls are stopped after %d s",
+                    job["job_key"], job["timeout"], limit, limit)
             job = {**job, "timeout": float(limit)}
         return job
 
