@@ -356,9 +356,11 @@ class OpenWhiskEmulator:
         class Handler(_Handler):
             emulator = emu
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # read by the constructor's listen(): set before it
+
+        self.server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="openwhisk-emulator").start()
         return self
 

@@ -180,7 +180,8 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     backend = _runtime_backend(args)
     try:
         if args.action == "build":
-            backend.build_runtime(args.name, dockerfile=args.file)
+            options = {"push": True} if args.push else {}
+            backend.build_runtime(args.name, dockerfile=args.file, **options)
             print(f"built runtime {args.name!r}")
         elif args.action in ("deploy", "update"):
             info = backend.deploy_runtime(args.name, memory=args.memory)
@@ -260,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
             rp.set_defaults(name=None)
         if action == "build":
             rp.add_argument("-f", "--file", help="Dockerfile to build from")
+            rp.add_argument("--push", action="store_true", help="push the image to the configured registry")
         else:
-            rp.set_defaults(file=None)
+            rp.set_defaults(file=None, push=False)
         if action in ("deploy", "update", "delete"):
             rp.add_argument("--memory", type=int, help="memory in MB")
         else:

@@ -15,7 +15,9 @@ Writing a compute backend
    ``channel.failed``) for a call that cannot be delivered, with a message that says why.
 3. Results come back through storage: the runtime writes a status record per call under the
    job's prefix, and the executor's monitor finds it by listing. A backend with a faster way
-   back (pipes, a message queue) passes status records to ``channel.deliver``.
+   back passes status records to ``channel.deliver``: the localhost pool's pipes, or a
+   synchronous HTTP backend that adds ``"return_status": true`` to the payload and finds the
+   records in the entry point's answer (``protocol.decode(answer["statuses"])``).
 4. Do no network I/O in ``__init__``; connect in :meth:`start` or lazily.
 5. Offer the spec from a ``wren_compute_backends`` hook and run
    ``wren.testing.ComputeBackendConformance`` against the backend.

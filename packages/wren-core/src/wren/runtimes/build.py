@@ -66,7 +66,7 @@ RUN pip install --no-cache-dir --no-index --find-links /tmp/wren-wheels {reqs} &
 WORKDIR /tmp
 EXPOSE {DEFAULT_PORT}
 ENTRYPOINT ["python3", "-m", "wren.worker"]
-CMD ["--port", "{DEFAULT_PORT}"]
+EXPOSE {DEFAULT_PORT}
 """
 
 

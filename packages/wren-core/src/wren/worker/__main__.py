@@ -5,7 +5,10 @@ It speaks the OpenWhisk action protocol (``POST /init``, ``POST /run`` with the 
 Knative's (``POST /`` with the payload as the body). A payload is
 ``wren.worker.protocol.encode({"job": job, "calls": [call, ...]})``; each call runs in a
 supervised child process (see :mod:`wren.worker.supervisor`) and writes its status to storage.
-``{"wren_metadata": true}`` (or ``GET /metadata``) answers with the runtime's metadata.
+``{"wren_metadata": true}`` (or ``GET /metadata``) answers with the runtime's metadata. With
+``"return_status": true`` in the payload the answer carries each call's status record
+(``protocol.decode(answer["statuses"])``), for a synchronous backend to pass to
+``channel.deliver``.
 """
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
     calls = data.get("calls") or ([data["call"]] if "call" in data else [])
     if not calls:
         return {"error": "the payload has no calls"}
+    if data.get("return_status"):
+        # synchronous callers (Knative, the docker backend) get the records in the answer and
+        # need no storage round trip to learn the outcome
+        return {"job_key": job["job_key"], "statuses": protocol.encode(run_calls(job, calls, return_status=True))}
     return {"job_key": job["job_key"], "calls": run_calls(job, calls)}
 
 

@@ -41,6 +41,7 @@ class _Calls:
     def __init__(self, job: dict[str, Any], n: int):
         self.job = job
         self.summaries: dict[str, dict[str, Any]] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
         self.n = n
         self.done = threading.Event()
         self.lock = threading.Lock()
@@ -52,6 +53,7 @@ class _Calls:
                 self.done.set()
 
     def deliver(self, status: dict[str, Any]) -> None:
+        self.statuses[status["call_id"]] = status
         self._record(status["call_id"], {"call_id": status["call_id"], "ok": bool(status.get("success"))})
 
     def running(self, job_key: str, call_id: str) -> None:
@@ -85,12 +87,16 @@ class _Calls:
         publisher = runtime.publisher_for(self.job)
         if publisher is not None:
             runtime._publish(publisher, self.job, "finish", status)
+        self.statuses[call_id] = status
         self._record(call_id, {"call_id": call_id, "ok": False, "error": str(error)})
 
 
-def run_calls(job: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run ``calls`` of ``job`` on the warm pool and wait for all; returns a summary per call.
-    Their status records are in storage afterwards, whatever happened to the workers."""
+def run_calls(
+    job: dict[str, Any], calls: list[dict[str, Any]], return_status: bool = False
+) -> list[dict[str, Any]]:
+    """Run ``calls`` of ``job`` on the warm pool and wait for all; returns a summary per call,
+    or with ``return_status`` each call's full status record. The records are in storage
+    afterwards too, whatever happened to the workers."""
     from wren.compute.localhost import _Task
 
     pool = get_pool()
@@ -100,7 +106,8 @@ def run_calls(job: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[str
     pool.submit(owner, pool.size, [_Task(owner, job, c, channel) for c in calls])
     channel.done.wait()
     pool.forget_owner(owner)
-    return [channel.summaries[c["call_id"]] for c in calls]
+    source = channel.statuses if return_status else channel.summaries
+    return [source[c["call_id"]] for c in calls]
 
 
 def run_supervised(job: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
