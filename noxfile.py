@@ -41,7 +41,9 @@ for _package in EXISTING:
     @nox.session(name=f"tests-{_package}", python=PYTHON)
     def _tests(session: nox.Session, package: str = _package) -> None:
         """Run the package's tests with its [test] extra installed."""
-        session.install(*_local_requirements(package))
+        local = _local_requirements(package)
+        if local:
+            session.install(*local)
         session.install(f"{ROOT / 'packages' / package}[test]")
         args = session.posargs or ["-q", "-rs"]
         # testsupport/: starters for the real servers tests use (S3, Docker engine, RabbitMQ)
