@@ -79,3 +79,18 @@ def test_runtime_commands_on_localhost_say_what_is_possible():
     assert r.returncode == 1 and "has no runtimes to build" in r.stderr
     r = run("runtime", "metadata", "--json")
     assert json.loads(r.stdout)["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_logs_of_a_job():
+    import wren
+    from wren.testing import funcs
+
+    with wren.function_executor() as ex:
+        ex.get_result(ex.map(funcs.printer, [1, 2]))
+        job = f"{ex.executor_id}/{ex.futures[0].job_id}"
+    r = run("logs", job)
+    assert r.returncode == 0, r.stderr
+    assert "--- call 00000 ---" in r.stdout and "hello from call 2" in r.stdout
+    assert job in run("logs").stdout
+    r = run("logs", "nonexistent-0")
+    assert r.returncode == 1 and "no saved logs" in r.stderr

@@ -367,14 +367,27 @@ def test_unpicklable_result_is_a_clear_error(fexec):
         fexec.get_result(fexec.call_async(unpicklable_result, 1))
 
 
+def jitter(x):
+    time.sleep((x % 7) / 500)
+    return x
+
+
 def test_plot_writes_pngs(fexec, tmp_path):
     pytest.importorskip("matplotlib")
-    fexec.get_result(fexec.map(slow_ident, range(4)))
-    paths = fexec.plot(dst=str(tmp_path / "run"))
+    import matplotlib.image
+
+    futures = fexec.map(jitter, range(200))
+    fexec.get_result(futures)
+    paths = fexec.plot(futures, dst=str(tmp_path / "run"))
     assert sorted(os.path.basename(p) for p in paths) == ["run_histogram.png", "run_timeline.png"]
     for p in paths:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        pixels = matplotlib.image.imread(p)
+        assert pixels.shape[0] >= 300 and pixels.shape[1] >= 800
+        assert pixels[..., :3].std() > 0.05  # drawn, not blank
+        blue = ((pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.4)).sum()
+        assert blue > 1000  # the running bars / the concurrency area are there
 
 
 def test_job_summary(fexec):

@@ -152,6 +152,38 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print what the calls of a job printed (saved when its executor closed)."""
+    from wren import journal
+
+    root = journal.logs_dir()
+    if not args.job:
+        rows = sorted(
+            (p.stat().st_mtime, f"{p.parent.name}/{p.stem}") for p in root.glob("*/*.log")
+        ) if root.is_dir() else []
+        if args.json:
+            print(json.dumps([name for _, name in rows]))
+        elif not rows:
+            print("no saved logs yet: they are kept when an executor closes, for calls that printed something")
+        else:
+            for ts, name in rows[-50:]:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))}  {name}")
+        return 0
+    executor_id, _, job_id = args.job.partition("/")
+    files = sorted((root / executor_id).glob(f"{job_id or '*'}.log")) if (root / executor_id).is_dir() else []
+    if not files:
+        raise WrenError(
+            f"no saved logs for {args.job!r}; give EXECUTOR_ID or EXECUTOR_ID/JOB_ID as listed by 'wren logs'"
+        )
+    if args.json:
+        print(json.dumps({f"{executor_id}/{p.stem}": p.read_text() for p in files}, indent=2))
+    else:
+        for p in files:
+            print(f"=== job {executor_id}/{p.stem}")
+            print(p.read_text(), end="")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from wren.plugins import get_registry
 
@@ -238,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     cs = csub.add_parser("show", help="print the merged configuration, secrets masked")
     cs.add_argument("--json", action="store_true", help="machine-readable output")
     cs.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("logs", help="show what the calls of a job printed")
+    p.add_argument("job", nargs="?", help="EXECUTOR_ID or EXECUTOR_ID/JOB_ID (none: list jobs with logs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("plugins", help="list installed plugins with their distributions")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -209,6 +209,10 @@ class FunctionExecutor:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._save_logs()
+        except OSError as exc:  # pragma: no cover - a full disk must not break closing
+            logger.warning("could not save the calls' logs: %s", exc)
         self.monitor.stop()
         if self._invoker is not None:
             self._invoker.stop()
@@ -819,6 +823,17 @@ class FunctionExecutor:
         return results[0] if single else results
 
     # -- cleaning, plots ------------------------------------------------------------------------
+    def _save_logs(self) -> None:
+        """Keep what finished calls printed under ~/.wren/logs for ``wren logs``."""
+        from wren import journal
+
+        by_job: dict[str, list[ResponseFuture]] = {}
+        for f in self.futures:
+            if f.ready:
+                by_job.setdefault(f.job_id, []).append(f)
+        for job_id, fs in by_job.items():
+            journal.save_logs(fs[0].executor_id, job_id, [(f.call_id, f.logs()) for f in fs])
+
     def _write_journal(self) -> None:
         from wren import journal
 

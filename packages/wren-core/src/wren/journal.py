@@ -16,8 +16,33 @@ from typing import Any
 from wren.errors import InvalidInputError
 
 
+def wren_home() -> Path:
+    return Path(os.environ.get("WREN_HOME") or Path.home() / ".wren")
+
+
 def journal_dir() -> Path:
-    return Path(os.environ.get("WREN_HOME") or Path.home() / ".wren") / "executors"
+    return wren_home() / "executors"
+
+
+def logs_dir() -> Path:
+    return wren_home() / "logs"
+
+
+def save_logs(executor_id: str, job_id: str, calls: list[tuple[str, str]]) -> Path | None:
+    """Keep what the calls of a job printed, for ``wren logs`` (``calls`` = [(call id, text)])."""
+    calls = [(c, t) for c, t in calls if t]
+    if not calls:
+        return None
+    d = logs_dir() / executor_id
+    for folder in (wren_home(), logs_dir(), d):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    path = d / f"{job_id}.log"
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        for call_id, text in calls:
+            f.write(f"--- call {call_id} ---\n{text}")
+            if not text.endswith("\n"):
+                f.write("\n")
+    return path
 
 
 def _path(executor_id: str) -> Path:

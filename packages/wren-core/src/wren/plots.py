@@ -38,11 +38,13 @@ def plot_futures(fs: list[Any], dst: str) -> list[str]:
     timeline, histogram = f"{dst}_timeline.png", f"{dst}_histogram.png"
 
     fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
-    ys = range(len(rows))
-    ax.scatter([r[0] - t0 for r in rows], ys, s=6, c="tab:gray", label="submitted")
-    ax.scatter([r[2] - t0 for r in rows], ys, s=6, c="tab:blue", label="started")
-    ax.scatter([r[3] - t0 for r in rows], ys, s=6, c="tab:green", label="finished")
-    ax.scatter([r[4] - t0 for r in rows], ys, s=6, c="tab:orange", label="result on client")
+    ys = list(range(len(rows)))
+    thick = max(0.5, min(4.0, 400 / max(1, len(rows))))
+    ax.hlines(ys, [r[0] - t0 for r in rows], [r[2] - t0 for r in rows], colors="0.75", lw=thick,
+              label="waiting (submitted to started)")
+    ax.hlines(ys, [r[2] - t0 for r in rows], [r[3] - t0 for r in rows], colors="tab:blue", lw=thick,
+              label="running (started to finished)")
+    ax.scatter([r[4] - t0 for r in rows], ys, s=4, c="tab:orange", zorder=3, label="result on client")
     cold = [(r[2] - t0, i) for i, r in enumerate(rows) if r[5]]
     if cold:
         ax.scatter([c[0] for c in cold], [c[1] for c in cold], s=40, marker="x", c="tab:red", label="cold start")
@@ -64,6 +66,9 @@ def plot_futures(fs: list[Any], dst: str) -> list[str]:
     ax.fill_between(xs, running, step="post", color="tab:blue", alpha=0.6)
     ax.set_xlabel("seconds since the first call was submitted")
     ax.set_ylabel("calls running")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Concurrent calls over time (peak {max(running)})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
