@@ -27,7 +27,7 @@ def test_cli_build_deploy_then_map_100(tmp_path, monkeypatch, capsys, executor_c
     section = copy.deepcopy(executor_config)
     if runner.kind == "docker":
         image = f"wren-runtime-cf-cli-test:{uuid.uuid4().hex[:6]}"
-        section["ibm_cf"].update(base_image="wren-test-base:bookworm", runtime_packages=["wren-storage-cos"])
+        section["ibm_cf"].update(base_image="wren-test-base:bookworm", runtime_packages=["wren-storage-cos", "pytest"])
     section["ibm_cf"]["runtime"] = image
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(section))

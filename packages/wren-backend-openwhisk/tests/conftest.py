@@ -80,7 +80,7 @@ def _docker_runner():
     try:
         client = engine.client()
         # the workers reach S3 through the ibm_cos storage plugin: it must be in the image
-        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos"])
+        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos", "pytest"])
     except Exception as exc:  # no base image, build failure: say why and fall back
         engine.stop()
         return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"

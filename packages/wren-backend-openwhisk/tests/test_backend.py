@@ -47,7 +47,7 @@ def test_cli_build_deploy_then_map_100(tmp_path, monkeypatch, capsys, executor_c
     if runner.kind == "docker":
         # a runtime of its own, built from the local base image with the S3 storage plugin
         image = f"wren-runtime-cli-test:{uuid.uuid4().hex[:6]}"
-        section["openwhisk"].update(base_image="wren-test-base:bookworm", runtime_packages=["wren-storage-cos"])
+        section["openwhisk"].update(base_image="wren-test-base:bookworm", runtime_packages=["wren-storage-cos", "pytest"])
     section["openwhisk"]["runtime"] = image
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(section))
