@@ -394,3 +394,21 @@ def test_job_summary(fexec):
     fexec.get_result(fexec.map(ident, range(3)))
     (row,) = fexec.job_summary()
     assert row["calls"] == 3 and row["success"] == 3 and row["error"] == 0
+
+
+def test_modules_the_runtime_lacks_are_shipped():
+    """With the runtime's module list known (container backends), an installed pure-Python
+    package it lacks travels with the function; one it has does not."""
+    from wren import serialize
+
+    import iniconfig  # installed here (with pytest), pure Python
+
+    ns = {"iniconfig": iniconfig, "__name__": "__main__"}  # as if defined in the user's script
+    exec("def uses_it():\n    return iniconfig.__name__\n", ns)
+    uses_it = ns["uses_it"]
+
+    runtime_has = {"wren", "cloudpickle"}
+    assert "iniconfig" not in serialize.find_local_modules(uses_it)  # same environment: installed
+    shipped = serialize.find_local_modules(uses_it, available=runtime_has)
+    assert shipped == ["iniconfig"]
+    assert serialize.find_local_modules(uses_it, available=runtime_has | {"iniconfig"}) == []

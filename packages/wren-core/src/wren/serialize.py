@@ -158,9 +158,48 @@ def _is_local(module: types.ModuleType, available: frozenset[str]) -> bool:
     if not path:
         return False
     real = os.path.realpath(path)
-    if available is installed_top_level() and any(real.startswith(d + os.sep) for d in _pth_dirs()):
+    if available is not installed_top_level():
+        # the runtime said what it has: ship what it lacks, if it is plain Python source
+        return _shippable(top)
+    if any(real.startswith(d + os.sep) for d in _pth_dirs()):
         return False
     return not any(real.startswith(d + os.sep) for d in _system_dirs())
+
+
+MAX_SHIPPED_BYTES = 20 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _shippable(top: str) -> bool:
+    """A top-level module the runtime lacks can travel with the function when it is pure
+    Python and not huge; a compiled one must be installed in the runtime instead."""
+    import logging
+
+    mod = sys.modules.get(top)
+    path = getattr(mod, "__file__", None)
+    if not path:
+        return False
+    if not hasattr(mod, "__path__"):
+        return path.endswith(".py")
+    total = 0
+    for dirpath, _, filenames in os.walk(os.path.dirname(path)):
+        for fn in filenames:
+            if fn.endswith((".so", ".pyd", ".dylib")):
+                logging.getLogger("wren.serialize").warning(
+                    "the runtime lacks %r, a compiled package wren cannot ship: add it to the runtime", top
+                )
+                return False
+            try:
+                total += os.path.getsize(os.path.join(dirpath, fn))
+            except OSError:
+                pass
+    if total > MAX_SHIPPED_BYTES:
+        logging.getLogger("wren.serialize").warning(
+            "the runtime lacks %r (%d MB): too large to ship with every function; add it to the runtime",
+            top, total // (1024 * 1024),
+        )
+        return False
+    return True
 
 
 def _modules_in(obj: Any, seen: set[int], out: set[str]) -> None:
