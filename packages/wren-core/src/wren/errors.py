@@ -103,3 +103,13 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+def error_kind(exc: BaseException) -> str:
+    """How a call that failed with ``exc`` outside the user's code failed: ``timeout``,
+    ``worker_died`` or ``system`` (the kinds retries treat as worth another try)."""
+    if isinstance(exc, CallTimeoutError):
+        return "timeout"
+    if isinstance(exc, WorkerDiedError):
+        return "worker_died"
+    return "system"

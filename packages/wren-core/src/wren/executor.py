@@ -28,16 +28,17 @@ from wren import serialize
 from wren.config import Config, load_config, parse_section
 from wren.errors import (
     CallTimeoutError,
+    error_kind,
     StorageNoSuchBucketError,
     InvalidInputError,
     WaitTimeoutError,
-    WorkerDiedError,
 )
 from wren.future import INVOKED, RUNNING, ResponseFuture, contains_futures
 from wren.plugins import check_sections, get_registry
 from wren.storage.client import Storage, build_storage
 from wren.version import __version__
 from wren.worker import context as worker_context
+from wren.worker.runtime import PYTHON_VERSION
 
 logger = logging.getLogger("wren.executor")
 
@@ -46,7 +47,6 @@ ANY_COMPLETED = "ANY_COMPLETED"
 ALWAYS = "ALWAYS"
 
 JOBS_PREFIX = "wren.jobs"
-_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _counter = itertools.count()
 _live: weakref.WeakSet[FunctionExecutor] = weakref.WeakSet()
 
@@ -128,6 +128,9 @@ class FunctionExecutor:
         self.backend = wcfg.backend
         self.max_workers = wcfg.max_workers or self.compute.default_max_workers
         self.bucket = self.storage_backend.default_bucket
+        # what nested executors inherit, sent with every job: built once
+        self._worker_config = cfg.to_dict()
+        self._worker_config.setdefault("wren", {})["backend"] = self.backend
 
         if self._nested:
             assert ctx is not None
@@ -243,12 +246,7 @@ class FunctionExecutor:
         f = self._by_key.get((job_key, call_id))
         if f is None or f.ready:
             return
-        if isinstance(error, CallTimeoutError):
-            kind = "timeout"
-        elif isinstance(error, WorkerDiedError):
-            kind = "worker_died"
-        else:
-            kind = "system"
+        kind = error_kind(error)
         if self._attempt_failed(f, kind, type(error), str(error)):
             return
         if f._set_exception(error, kind):
@@ -428,8 +426,6 @@ class FunctionExecutor:
             data_key = f"{job_prefix}/data.pickle"
             self.storage_backend.put_object(self.bucket, data_key, aggregate)
 
-        worker_config = self.config.to_dict()
-        worker_config.setdefault("wren", {})["backend"] = self.backend
         job = {
             "v": 1,
             "executor_id": self.executor_id,
@@ -445,7 +441,7 @@ class FunctionExecutor:
             "func_name": getattr(func, "__qualname__", repr(func)),
             "secret": self._secret.hex(),
             "data_key": data_key,
-            "python": _PY,
+            "python": PYTHON_VERSION,
             "wren": __version__,
             "timeout": timeout,
             "runtime_memory": runtime_memory or wcfg.runtime_memory,
@@ -453,7 +449,7 @@ class FunctionExecutor:
             "store_results": store_results or self._nested or not self._direct,
             "inline_result_limit": wcfg.inline_result_limit,
             "reserved": binder.reserved,
-            "config": worker_config,
+            "config": self._worker_config,
             "total_calls": len(arguments),
             "retries": wcfg.retries,
             "retry_on": list(wcfg.retry_on),

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from wren.errors import ConfigError, WrenError
+from wren.worker.runtime import PYTHON_VERSION as _PY
 
 logger = logging.getLogger("wren.runtimes")
 
@@ -25,7 +26,6 @@ DEFAULT_PORT = 8080
 WHEELS_DIR = "wheels"
 #: Label on every image wren builds (value: the name it was built as); ``list_runtimes`` filters on it.
 RUNTIME_LABEL = "wren.runtime"
-_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def docker_sdk() -> Any:

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from wren.errors import VersionMismatchError, WrenError
+from wren.worker.runtime import PYTHON_VERSION as _PY
 
-_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _MARK = "WREN-METADATA:"
 
 

@@ -32,7 +32,7 @@ from wren.errors import (
 from wren.version import __version__
 from wren.worker import context
 
-_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _attempt_suffix(attempt: int) -> str:
@@ -229,7 +229,7 @@ class WorkerRuntime:
             "worker_cold_start": cold,
             "worker_host": self.host,
             "worker_pid": os.getpid(),
-            "worker_python": _PY,
+            "worker_python": PYTHON_VERSION,
         }
         status["stats"] = stats
         logs = io.StringIO()
@@ -239,9 +239,9 @@ class WorkerRuntime:
         if publisher is not None:
             self._publish(publisher, job, "start", {"job_key": job["job_key"], "call_id": call_id})
         try:
-            if job.get("python") and job["python"] != _PY:
+            if job.get("python") and job["python"] != PYTHON_VERSION:
                 raise VersionMismatchError(
-                    f"the client runs Python {job['python']} but this runtime has Python {_PY}: "
+                    f"the client runs Python {job['python']} but this runtime has Python {PYTHON_VERSION}: "
                     f"use a runtime built for Python {job['python']} (wren runtime build)"
                 )
             storage = self.storage_for(job)
@@ -404,4 +404,4 @@ def runtime_metadata() -> dict[str, Any]:
     paths = [p for p in sys.path if p and os.path.abspath(p) != cwd]
     modules = set(serialize.installed_top_level())
     modules.update(m.name for m in pkgutil.iter_modules(paths))
-    return {"python": _PY, "wren": __version__, "modules": sorted(modules)}
+    return {"python": PYTHON_VERSION, "wren": __version__, "modules": sorted(modules)}

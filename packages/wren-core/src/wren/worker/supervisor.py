@@ -38,11 +38,12 @@ def get_pool() -> Any:
 class _Calls:
     """The result channel of one payload: collects a summary per call."""
 
-    def __init__(self, job: dict[str, Any], n: int):
+    def __init__(self, job: dict[str, Any], calls: list[dict[str, Any]]):
         self.job = job
+        self.attempts = {c["call_id"]: int(c.get("attempt") or 0) for c in calls}
+        self.n = len(calls)
         self.summaries: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
-        self.n = n
         self.done = threading.Event()
         self.lock = threading.Lock()
 
@@ -60,22 +61,17 @@ class _Calls:
         pass
 
     def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
-        from wren.errors import CallTimeoutError
+        from wren.errors import error_kind
 
-        kind = "timeout" if isinstance(error, CallTimeoutError) else "worker_died"
-        call_attempt = 0
-        for c in self.job.get("_calls", ()):
-            if c["call_id"] == call_id:
-                call_attempt = int(c.get("attempt") or 0)
         now = time.time()
         runtime = get_runtime()
         status = {
             "job_key": job_key,
             "call_id": call_id,
-            "attempt": call_attempt,
+            "attempt": self.attempts.get(call_id, 0),
             "success": False,
             "futures": False,
-            "error_kind": kind,
+            "error_kind": error_kind(error),
             "logs": "",
             "stats": {"worker_start_tstamp": now, "worker_end_tstamp": now, "worker_host": runtime.host},
             **_exception_payload(error),
@@ -101,7 +97,7 @@ def run_calls(
 
     pool = get_pool()
     job = dict(job, store_results=True)
-    channel = _Calls(dict(job, _calls=calls), len(calls))
+    channel = _Calls(job, calls)
     owner = f"payload-{id(channel)}"
     pool.submit(owner, pool.size, [_Task(owner, job, c, channel) for c in calls])
     channel.done.wait()
