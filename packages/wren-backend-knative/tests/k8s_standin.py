@@ -719,6 +719,7 @@ class KubeStandIn:
 class _Handler(BaseHTTPRequestHandler):
     api: KubeStandIn
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # or every kept-alive answer's body waits for a delayed ACK (40 ms)
 
     def log_message(self, *a: Any) -> None:
         pass

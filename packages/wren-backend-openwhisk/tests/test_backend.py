@@ -167,6 +167,83 @@ def test_client_namespaces_and_actions(emulator, ow_section):
     client.close()
 
 
+class _RecordingProxy:
+    """A forward HTTP proxy on 127.0.0.1 that records the URLs it relays."""
+
+    def __init__(self):
+        import http.client
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def _relay(self):
+                seen.append((self.command, self.path))
+                target = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                conn.request(self.command, urllib.parse.urlunsplit(("", "", target.path, target.query, "")), body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                self.send_response(resp.status)
+                self.send_header("Content-Type", resp.getheader("Content-Type") or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _relay  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_client_honours_the_proxy_environment(emulator, monkeypatch):
+    """HTTP(S)_PROXY / NO_PROXY are read once when the client is made (not on every request),
+    and invocations (sent on the fast path) go through the proxy like every other request."""
+    from conftest import API_KEY
+
+    proxy = _RecordingProxy()
+    try:
+        for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        client = OpenWhiskClient(emulator.url, "guest", BasicAuth(API_KEY))
+        monkeypatch.delenv("HTTP_PROXY")
+        monkeypatch.delenv("http_proxy")  # read at construction: later changes do not matter
+        client.put_action("proxy-test-action", "some/image:1", 128, 10)
+        assert client.invoke("proxy-test-action", b'{"x":1}')
+        client.delete_action("proxy-test-action")
+        client.close()
+        methods = [m for m, url in proxy.seen if url.startswith(emulator.url + "/api/v1/namespaces/guest/actions/")]
+        assert methods == ["PUT", "POST", "DELETE"], proxy.seen
+
+        proxy.seen.clear()
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        bypass = OpenWhiskClient(emulator.url, "guest", BasicAuth(API_KEY))
+        assert bypass.list_namespaces() == ["guest"]
+        bypass.close()
+        assert proxy.seen == []
+    finally:
+        proxy.close()
+
+
 # -- how calls are sent ----------------------------------------------------------------------
 
 def test_remote_invoker_sends_groups_of_calls(ow_section):
