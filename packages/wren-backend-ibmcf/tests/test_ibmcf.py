@@ -54,6 +54,28 @@ def test_cloud_foundry_namespace_with_basic_key(executor_config, fresh_emulator,
     assert any(ns == ids["cf_namespace"] for ns, _ in fresh_emulator.actions)
 
 
+def test_remote_invoker_with_an_iam_namespace(executor_config, fresh_emulator):
+    """The remote invoker inside the runtime exchanges the job's IBM Cloud API key for its own
+    IAM token and starts the calls in the IAM namespace."""
+    cfg = copy.deepcopy(executor_config)
+    cfg["ibm_cf"].update(remote_invoker=True)
+    with wren.function_executor(config=cfg) as ex:
+        assert ex.get_result(ex.map(square, range(30))) == [x * x for x in range(30)]
+        assert ex.compute.remote_started == 30
+        assert ex.compute.activations <= 3
+    assert fresh_emulator.counts["unauthorized"] == 0
+
+
+def test_runtime_packages_bring_the_plugin_and_what_it_needs():
+    """``wren runtime build`` installs wren-backend-ibmcf in runtimes (the remote invoker runs
+    it) together with wren-backend-openwhisk, from the same place, not from the index."""
+    from wren.runtimes.build import wheel_requirements
+
+    args, names = wheel_requirements(["wren-backend-ibmcf"])
+    assert names[:2] == ["wren-core", "wren-backend-ibmcf"] and "wren-backend-openwhisk" in names
+    assert not any(a in ("wren-backend-openwhisk", "wren-backend-ibmcf") for a in args)  # paths or pinned
+
+
 def test_bad_ibm_cloud_api_key_is_refused_clearly(executor_config, fresh_emulator):
     bad = "ibmcloud-" + uuid.uuid4().hex
     cfg = copy.deepcopy(executor_config)

@@ -7,6 +7,7 @@ the test summary. ``WREN_TEST_OPENWHISK_RUNNER=process|docker`` forces a choice.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -79,8 +80,12 @@ def _docker_runner():
         return None, None, None, engine.reason
     try:
         client = engine.client()
-        # the workers reach S3 through the ibm_cos storage plugin: it must be in the image
-        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=["wren-storage-cos", "pytest"])
+        # the workers reach S3 through the ibm_cos storage plugin, and remote invokers run the
+        # backend plugins: they must be in the image
+        packages = ["wren-storage-cos", "wren-backend-openwhisk", "pytest"]
+        if importlib.util.find_spec("wren_backend_ibmcf"):
+            packages.insert(2, "wren-backend-ibmcf")
+        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=packages)
     except Exception as exc:  # no base image, build failure: say why and fall back
         engine.stop()
         return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"

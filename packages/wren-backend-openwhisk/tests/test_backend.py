@@ -246,39 +246,69 @@ def test_client_honours_the_proxy_environment(emulator, monkeypatch):
 
 # -- how calls are sent ----------------------------------------------------------------------
 
-def test_remote_invoker_sends_groups_of_calls(ow_section):
-    """wren's invoker hands the backend pieces of a batch on many threads; the remote invoker
-    gathers them and sends groups of ``remote_invoker_calls`` calls per activation. (Checked on
-    a no-op emulator: running such payloads end to end hits a wren-core entry-point bug, see
-    the report.)"""
-    import concurrent.futures
+def test_remote_invoker_starts_the_calls_from_inside_the_platform(executor_config, fresh_emulator):
+    """With remote_invoker, the client sends one activation per batch; the runtime's entry
+    point (a real container) builds the backend from the job's config and starts the calls."""
+    cfg = _cfg(executor_config, remote_invoker=True, remote_invoker_calls=25)
+    with wren.function_executor(config=cfg) as ex:
+        ex.compute.runtime_metadata()  # deployment and metadata before counting
+        fresh_emulator.reset_counts()
+        assert ex.get_result(ex.map(square, range(60))) == [x * x for x in range(60)]
+        sent, started = ex.compute.activations, ex.compute.remote_started
+    assert started == 60
+    assert 3 <= sent <= 8, sent  # batches of at most max_workers (50), 25 calls per activation
+    counts = fresh_emulator.counts
+    assert counts["accepted"] == 60 + sent, counts  # the calls, plus the remote invokers
+    assert counts["blocking"] == sent, counts
 
+
+def test_remote_invoker_falls_back_when_the_runtime_cannot_invoke(ow_section, caplog):
+    """A runtime that cannot build the backend answers so, before starting anything; the client
+    warns once, with the fix, and invokes the calls itself (nothing is lost or run twice)."""
     from conftest import API_KEY
     from emulator import NoopRunner, OpenWhiskEmulator
     from wren.config import WrenConfig, parse_section
+    from wren.worker.__main__ import handle_payload
     from wren_backend_openwhisk import OpenWhiskBackend, OpenWhiskConfig
 
-    runner = NoopRunner()
+    class RuntimeWithoutThePlugin(NoopRunner):
+        """Answers remote-invoker payloads with the real entry point, asked for a backend this
+        interpreter does not have (as a runtime built without the plugin would)."""
+
+        def run(self, params, meta, timeout):
+            if "remote_invoker" in params:
+                spec = {**params["remote_invoker"], "backend": "openwhisk-not-installed"}
+                self.answers.append(handle_payload({**params, "remote_invoker": spec}))
+                return True, self.answers[-1]
+            return super().run(params, meta, timeout)
+
+    runner = RuntimeWithoutThePlugin()
+    runner.answers = []
     with OpenWhiskEmulator({API_KEY: "guest"}, runner=runner) as emu:
-        cfg = parse_section(OpenWhiskConfig, "openwhisk", {**ow_section, "endpoint": emu.url,
-                                                            "remote_invoker": True, "remote_invoker_calls": 10})
+        cfg = parse_section(OpenWhiskConfig, "openwhisk", {**ow_section, "endpoint": emu.url, "remote_invoker": True})
         backend = OpenWhiskBackend(cfg, WrenConfig())
-        job = {"job_key": "x-0/M000", "timeout": 10, "runtime_memory": None}
-        calls = [{"call_id": f"{i:05d}", "data": b"x", "data_range": None, "obj": None} for i in range(40)]
+        job = {"job_key": "x-0/M000", "timeout": 10, "runtime_memory": None, "config": {}}
         failed = []
 
         class Channel:
             def failed(self, *a):
                 failed.append(a)
 
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda c: backend.invoke(job, [c], Channel()), calls))
+        with caplog.at_level("WARNING", logger="wren.openwhisk"):
+            for n in range(2):
+                calls = [{"call_id": f"{n}{i:04d}", "data": b"x", "data_range": None, "obj": None} for i in range(20)]
+                backend.invoke(job, calls, Channel())
         deadline = time.monotonic() + 10
         while sum(runner.calls_per_activation) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
         backend.close()
     assert not failed
-    assert sorted(runner.calls_per_activation) == [10, 10, 10, 10]
+    [answer] = runner.answers  # asked once; the second batch went straight to direct invocation
+    assert answer["remote_invoker"]["started"] == 0
+    assert "openwhisk-not-installed" in answer["remote_invoker"]["error"]
+    assert runner.calls_per_activation == [1] * 40
+    warnings = [r.getMessage() for r in caplog.records if "remote_invoker" in r.getMessage()]
+    assert len(warnings) == 1 and "wren runtime build" in warnings[0] and "wren-backend-openwhisk" in warnings[0]
 
 
 def test_max_workers_caps_calls_in_flight(executor_config):

@@ -165,3 +165,55 @@ def test_required_key_names_env_var():
 def test_wren_config_defaults_documented():
     assert WrenConfig().backend == "localhost"
     assert textwrap.dedent(WrenConfig.__doc__ or "")
+
+
+class _PlatformBackend(wren.ComputeBackend):
+    """Starts calls "from inside the platform" by failing every other one, as a platform that
+    keeps refusing some invocations would."""
+
+    name = "fan-out-test"
+    started: list = []
+
+    def invoke(self, job, calls, channel):
+        raise AssertionError("a remote invoker must not invoke through another remote invoker")
+
+    def invoke_from_platform(self, job, calls, channel, spec):
+        from wren.errors import InvocationError
+
+        assert spec["backend"] == self.name and self.config.endpoint == "http://127.0.0.1:9"
+        for i, call in enumerate(calls):
+            if i % 2:
+                channel.failed(job["job_key"], call["call_id"], InvocationError("throttled for too long"))
+            else:
+                self.started.append(call["call_id"])
+
+
+def test_remote_invoker_fan_out_builds_the_backend_from_the_jobs_config(fresh_pm):
+    import dataclasses
+
+    from wren.worker.__main__ import handle_payload
+    from wren.worker.protocol import encode
+
+    @dataclasses.dataclass
+    class Section:
+        endpoint: str = ""
+
+    class Plugin:
+        @wren.hookimpl
+        def wren_compute_backends(self):
+            return [wren.ComputeBackendSpec("fan-out-test", _PlatformBackend, Section)]
+
+    fresh_pm.register(Plugin())
+    job = {"job_key": "e-0/M000", "config": {"fan-out-test": {"endpoint": "http://127.0.0.1:9"}}}
+    calls = [{"call_id": f"{i:05d}"} for i in range(4)]
+    answer = handle_payload(encode({"job": job, "calls": calls, "remote_invoker": {"backend": "fan-out-test"}}))
+    info = answer["remote_invoker"]
+    assert info["error"] is None and info["started"] == 2
+    assert info["failed"] == [{"call_id": "00001", "error": "throttled for too long"},
+                              {"call_id": "00003", "error": "throttled for too long"}]
+    assert _PlatformBackend.started == ["00000", "00002"]
+
+    # a backend this runtime does not have: nothing started, and the answer says why
+    answer = handle_payload(encode({"job": job, "calls": calls, "remote_invoker": {"backend": "openwhisk"}}))
+    assert answer["remote_invoker"]["started"] == 0
+    assert "pip install wren-backend-openwhisk" in answer["remote_invoker"]["error"]

@@ -23,6 +23,7 @@ class IBMCloudFunctionsBackend(OpenWhiskBackend):
     name: ClassVar[str] = "ibm_cf"
     config_class: ClassVar[type | None] = IBMCFConfig
     price_per_gb_second: ClassVar[float | None] = PRICE_PER_GB_SECOND
+    distribution: ClassVar[str] = "wren-backend-ibmcf"
 
     def __init__(self, config: IBMCFConfig, wren_config: WrenConfig):
         super().__init__(config, wren_config)

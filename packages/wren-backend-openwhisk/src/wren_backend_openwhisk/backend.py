@@ -1,5 +1,5 @@
 """The ``openwhisk`` compute backend: one docker action per (runtime, memory), one activation
-per call (or per group of calls with ``remote_invoker``).
+per call.
 
 Every action runs a wren runtime image, whose entry point (``python -m wren.worker``) speaks the
 OpenWhisk action protocol; the action's parameters are
@@ -10,6 +10,14 @@ Concurrency: ``manages_concurrency`` is False, so wren's invoker keeps at most `
 calls in flight; :meth:`OpenWhiskBackend.invoke` posts the calls it is given on a pool of
 ``invoke_pool_size`` threads sharing one pooled HTTP session, and returns once every activation
 was accepted (HTTP 202) or has failed for good (then its futures fail with an InvocationError).
+
+Remote invoker (``remote_invoker: true``): the client sends one blocking activation per batch
+of up to ``remote_invoker_calls`` calls, with ``"remote_invoker"`` in its payload; inside the
+platform, the entry point builds this backend from the config the job carries and starts the
+calls from there (:meth:`OpenWhiskBackend.invoke_from_platform`, :mod:`wren.worker.fanout`),
+then answers with the calls it could not start, whose futures fail. A runtime that cannot
+invoke (built without this distribution) makes the client invoke the calls itself, with a
+warning saying how to fix the runtime.
 """
 from __future__ import annotations
 
@@ -68,6 +76,8 @@ class OpenWhiskBackend(ComputeBackend):
     manages_concurrency: ClassVar[bool] = False
     runs_locally: ClassVar[bool] = False
     price_per_gb_second: ClassVar[float | None] = None  # self-hosted: no published price
+    #: The distribution ``wren runtime build`` installs in runtimes (the remote invoker needs it).
+    distribution: ClassVar[str] = "wren-backend-openwhisk"
 
     def __init__(self, config: Any, wren_config: WrenConfig):
         super().__init__(config, wren_config)
@@ -81,8 +91,12 @@ class OpenWhiskBackend(ComputeBackend):
         self._versions: dict[str, str] = {}  # action -> deployment token (metadata cache)
         self._client_obj: OpenWhiskClient | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        #: set by tests to count what was sent
+        self._tls = threading.local()
+        #: what was sent (read by tests and the benchmark): activations this client started, and
+        #: calls remote invokers started for it
         self.activations = 0
+        self.remote_started = 0
+        self._remote_unavailable = False  # a remote invoker answered that its runtime cannot invoke
 
     # -- what subclasses change --------------------------------------------------------------
     def make_auth(self) -> Auth:
@@ -233,7 +247,10 @@ class OpenWhiskBackend(ComputeBackend):
         client = runtimes.docker_sdk().from_env()
         try:
             options.setdefault("base_image", self.config.base_image)
-            options.setdefault("packages", list(self.config.runtime_packages))
+            packages = list(options.get("packages") or self.config.runtime_packages)
+            if not any(re.split(r"[\[<>=!~; ]", p, maxsplit=1)[0] == self.distribution for p in packages):
+                packages.insert(0, self.distribution)  # what a remote invoker runs inside the runtime
+            options["packages"] = packages
             with first_use_lock(f"build-{self.runtime(name)}"):
                 runtimes.build_image(client, self.runtime(name), dockerfile=dockerfile, **options)
         finally:
@@ -293,38 +310,124 @@ class OpenWhiskBackend(ComputeBackend):
             action = self.ensure_action(None, job.get("runtime_memory"))
         except OpenWhiskError as exc:
             raise InvocationError(str(exc)) from None
-        if self.config.remote_invoker:
+        if self.config.remote_invoker and not self._remote_unavailable:
             calls = self._gather(job["job_key"], calls)
-            if not calls:
-                return  # another thread sends them
-            n = self.config.remote_invoker_calls
-            groups = [list(calls[i: i + n]) for i in range(0, len(calls), n)]
-        else:
-            groups = [[c] for c in calls]
+            if calls:
+                chunks = self._remote_chunks(job, calls)
+                self._run_all(lambda chunk: self._invoke_remotely(action, job, chunk, channel), chunks)
+            return
+        self._send_calls(action, job, calls, channel)
+
+    def invoke_from_platform(
+        self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel, spec: dict[str, Any]
+    ) -> None:
+        """Inside a remote-invoker activation: one activation per call, from here."""
+        action = spec["action"]
+        self._deployed.add(action)  # the client deployed it before sending us
+        self._send_calls(action, self.check_job(job), calls, channel)
+
+    def _run_all(self, fn: Any, items: Sequence[Any]) -> None:
+        """``fn`` on every item, on the posting threads when there are several; returns when
+        all are done. On a posting thread already (a remote invoker's fallback), in turn: a
+        thread of the pool waiting for the pool could wait for ever."""
+        if len(items) == 1 or getattr(self._tls, "posting", False):
+            for x in items:
+                fn(x)
+            return
+
+        def run(x: Any) -> None:
+            self._tls.posting = True
+            fn(x)
+
+        for f in [self._executor_pool().submit(run, x) for x in items]:
+            f.result()
+
+    def _send_calls(self, action: str, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel) -> None:
+        """One non-blocking activation per call."""
         # the job record is the same in every activation: encode it once
-        job_json = json.dumps(protocol.encode(job), separators=(",", ":")).encode()
+        job_json = _dumps(protocol.encode(job))
         key = job["job_key"]
 
-        def send(group: list[dict[str, Any]]) -> None:
-            calls_json = json.dumps(protocol.encode(group), separators=(",", ":")).encode()
-            body = b"{\"job\":" + job_json + b",\"calls\":" + calls_json + b"}"
+        def send(call: dict[str, Any]) -> None:
+            body = b'{"job":' + job_json + b',"calls":[' + _dumps(protocol.encode(call)) + b"]}"
             try:
                 activation = self.client.invoke(action, body)
             except OpenWhiskError as exc:
-                err = InvocationError(f"call(s) {', '.join(c['call_id'] for c in group[:3])} of job {key} were not "
-                                      f"delivered: {exc}")
-                for c in group:
-                    channel.failed(key, c["call_id"], err)
+                channel.failed(key, call["call_id"], InvocationError(f"call {call['call_id']} of job {key} was not "
+                                                                     f"delivered: {exc}"))
                 return
             with self._lock:
                 self.activations += 1
-            logger.debug("job %s: %d call(s) -> activation %s", key, len(group), activation)
+            logger.debug("job %s: call %s -> activation %s", key, call["call_id"], activation)
 
-        if len(groups) == 1:
-            send(groups[0])
-        else:
-            for f in [self._executor_pool().submit(send, g) for g in groups]:
-                f.result()
+        self._run_all(send, list(calls))
+
+    # -- the remote invoker --------------------------------------------------------------------
+    def _remote_chunks(self, job: dict[str, Any], calls: Sequence[dict[str, Any]]) -> list[list[tuple[dict[str, Any], bytes]]]:
+        """The calls, encoded, in groups that fit one payload (and ``remote_invoker_calls``)."""
+        room = self.max_payload_bytes - len(_dumps(protocol.encode(job))) - 16 * 1024
+        chunks: list[list[tuple[dict[str, Any], bytes]]] = [[]]
+        size = 0
+        for call in calls:
+            enc = _dumps(protocol.encode(call))
+            if chunks[-1] and (len(chunks[-1]) >= self.config.remote_invoker_calls or size + len(enc) + 1 > room):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((call, enc))
+            size += len(enc) + 1
+        return chunks
+
+    def _invoke_remotely(self, action: str, job: dict[str, Any], chunk: list[tuple[dict[str, Any], bytes]],
+                         channel: ResultChannel) -> None:
+        """One activation that starts ``chunk``'s calls from inside the platform (see
+        :mod:`wren.worker.fanout`); waits for its answer, which names the calls it could not start."""
+        key = job["job_key"]
+        spec = _dumps({"backend": self.name, "action": action})
+        body = (b'{"job":' + _dumps(protocol.encode(job)) + b',"calls":[' + b",".join(enc for _, enc in chunk)
+                + b'],"remote_invoker":' + spec + b"}")
+        calls = [c for c, _ in chunk]
+        ids = ", ".join(c["call_id"] for c in calls[:3]) + (", ..." if len(calls) > 3 else "")
+        try:
+            answer = self.client.invoke_blocking(action, body=body, wait=self._action_timeout() + 30)
+        except OpenWhiskError as exc:
+            self._fail(channel, key, calls, f"the remote invoker of calls {ids} of job {key} failed, so they may not "
+                                            f"have started: {exc}")
+            return
+        info = answer.get("remote_invoker") if isinstance(answer, dict) else None
+        if not isinstance(info, dict):
+            self._fail(channel, key, calls, f"the remote invoker of calls {ids} of job {key} answered "
+                                            f"{json.dumps(answer)[:200]}: is the runtime a wren runtime of this version?")
+            return
+        if info.get("error") and not info.get("started"):
+            with self._lock:
+                first = not self._remote_unavailable
+                self._remote_unavailable = True
+            if first:
+                logger.warning(
+                    "remote_invoker: runtime %s cannot invoke calls itself (%s); this client invokes them instead. "
+                    "Rebuild the runtime with `wren runtime build` (it installs %s) and `wren runtime update` it.",
+                    self.runtime(), info["error"], self.distribution,
+                )
+            self._send_calls(action, job, calls, channel)
+            return
+        for failure in info.get("failed") or []:
+            channel.failed(key, failure["call_id"], InvocationError(
+                f"call {failure['call_id']} of job {key} was not started by the remote invoker: {failure['error']}"))
+        with self._lock:
+            self.activations += 1
+            self.remote_started += int(info.get("started") or 0)
+        logger.debug("job %s: the remote invoker started %s call(s) in %.2f s", key, info.get("started"),
+                     info.get("seconds") or 0)
+
+    @staticmethod
+    def _fail(channel: ResultChannel, key: str, calls: Sequence[dict[str, Any]], message: str) -> None:
+        err = InvocationError(message)
+        for c in calls:
+            channel.failed(key, c["call_id"], err)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _version_token(action: dict[str, Any]) -> str:

@@ -345,12 +345,13 @@ class OpenWhiskClient:
         except (ValueError, KeyError):
             raise OpenWhiskError(f"invoking action {name!r}: the answer has no activationId: {resp.text[:200]}") from None
 
-    def invoke_blocking(self, name: str, params: dict[str, Any], wait: float = 120.0) -> Any:
-        """Run an activation and return its result (waits; polls when the platform gives up
-        waiting and answers 202)."""
+    def invoke_blocking(self, name: str, params: dict[str, Any] | None = None, wait: float = 120.0,
+                        body: bytes | None = None) -> Any:
+        """Run an activation with ``params`` (or the JSON ``body``) and return its result (waits;
+        polls when the platform gives up waiting and answers 202)."""
         what = f"invoking action {name!r} (blocking)"
-        resp = self.request("POST", self._action_path(name), what,
-                            params={"blocking": "true", "result": "true"}, json_body=params, allow=(502,))
+        resp = self.request("POST", self._action_path(name), what, params={"blocking": "true", "result": "true"},
+                            json_body=params if body is None else None, body=body, allow=(502,))
         if resp.status_code == 202:
             return self._poll_result(resp.json()["activationId"], wait, what)
         result = resp.json()

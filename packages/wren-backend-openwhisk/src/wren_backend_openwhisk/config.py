@@ -79,11 +79,13 @@ class ActionSettings:
     action_concurrency: int = 1
     #: Calls of one executor running at once when ``wren.max_workers`` is not set.
     max_workers: int = 1000
-    #: Send several calls in one activation; the worker entry point runs them concurrently
-    #: inside the container (fewer API requests, fewer cold starts; calls share a container).
+    #: Start calls from inside the platform: the client sends one activation per batch of
+    #: calls, which invokes them close to the controller (one request from the client instead
+    #: of one per call). The runtime must have this plugin installed (``wren runtime build``
+    #: installs it).
     remote_invoker: bool = False
-    #: Most calls per activation with ``remote_invoker``.
-    remote_invoker_calls: int = 50
+    #: Most calls one remote-invoker activation starts (fewer when the payload limit says so).
+    remote_invoker_calls: int = 1000
 
     def validate_actions(self, section: str) -> None:
         for name in ("runtime_memory", "runtime_timeout", "action_concurrency", "max_workers", "remote_invoker_calls"):

@@ -19,6 +19,9 @@ Writing a compute backend
    synchronous HTTP backend that adds ``"return_status": true`` to the payload and finds the
    records in the entry point's answer (``protocol.decode(answer["statuses"])``).
 4. Do no network I/O in ``__init__``; connect in :meth:`start` or lazily.
+   A platform whose functions may call its own API can offer a remote invoker: send one
+   payload with ``"remote_invoker": {"backend": name, ...}`` and the calls, and implement
+   :meth:`invoke_from_platform`, which the entry point runs inside that activation.
 5. Offer the spec from a ``wren_compute_backends`` hook and run
    ``wren.testing.ComputeBackendConformance`` against the backend.
 """
@@ -85,6 +88,14 @@ class ComputeBackend(abc.ABC):
         self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel
     ) -> None:
         """Start ``calls`` of ``job`` (see :mod:`wren.job` for both records)."""
+
+    def invoke_from_platform(
+        self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel, spec: dict[str, Any]
+    ) -> None:
+        """Start ``calls`` from inside the platform (a remote-invoker activation, see
+        :mod:`wren.worker.fanout`): like :meth:`invoke`, but never through another remote
+        invoker. ``spec`` is what the client's backend put in the payload."""
+        raise NotImplementedError(f"backend {self.name!r} has no remote invoker")
 
     def cancel(self, job_key: str) -> None:
         """Drop calls of ``job_key`` that have not started (best effort)."""

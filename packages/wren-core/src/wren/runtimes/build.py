@@ -102,7 +102,7 @@ def wheel_requirements(packages: Sequence[str] = ()) -> tuple[list[str], list[st
 
     args: list[str] = []
     names: list[str] = []
-    for req in ("wren-core", *packages):
+    for req in ("wren-core", *_with_first_party_dependencies(packages)):
         if os.path.isdir(req) or req.startswith((".", "/")):
             path = os.path.abspath(req)
             if not os.path.isfile(os.path.join(path, "pyproject.toml")) and not os.path.isfile(os.path.join(path, "setup.py")):
@@ -116,10 +116,40 @@ def wheel_requirements(packages: Sequence[str] = ()) -> tuple[list[str], list[st
             args.append(local)
         elif req == "wren-core":
             args.append(f"wren-core=={__version__}")
+        elif req == name and name.startswith("wren-") and _installed_version(name):
+            args.append(f"{name}=={_installed_version(name)}")  # a first-party plugin: the client's version
         else:
             args.append(req)
         names.append(req if local is None else name)
     return args, names
+
+
+def _with_first_party_dependencies(packages: Sequence[str]) -> list[str]:
+    """``packages`` plus the first-party distributions (``wren-*``) that installed ones named
+    there depend on (wren-backend-ibmcf needs wren-backend-openwhisk), so that they come from
+    the same place (a local checkout, or this client's version) rather than the index."""
+    out = list(packages)
+    seen = {re.split(r"[\[<>=!~; ]", p, maxsplit=1)[0] for p in out} | {"wren-core"}
+    i = 0
+    while i < len(out):
+        try:
+            requires = importlib_metadata.requires(out[i]) or []
+        except (importlib_metadata.PackageNotFoundError, ValueError):  # not installed, a path, a specifier
+            requires = []
+        for dep in requires:
+            name = re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0]
+            if name.startswith("wren-") and name not in seen and "extra ==" not in dep:
+                seen.add(name)
+                out.append(name)
+        i += 1
+    return out
+
+
+def _installed_version(dist_name: str) -> str | None:
+    try:
+        return importlib_metadata.version(dist_name)
+    except importlib_metadata.PackageNotFoundError:
+        return None
 
 
 def _project_name(path: str) -> str:

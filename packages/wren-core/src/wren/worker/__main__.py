@@ -8,7 +8,8 @@ supervised child process (see :mod:`wren.worker.supervisor`) and writes its stat
 ``{"wren_metadata": true}`` (or ``GET /metadata``) answers with the runtime's metadata. With
 ``"return_status": true`` in the payload the answer carries each call's status record
 (``protocol.decode(answer["statuses"])``), for a synchronous backend to pass to
-``channel.deliver``.
+``channel.deliver``. A payload with ``"remote_invoker"`` starts its calls instead of running
+them (see :mod:`wren.worker.fanout`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
     calls = data.get("calls") or ([data["call"]] if "call" in data else [])
     if not calls:
         return {"error": "the payload has no calls"}
+    if data.get("remote_invoker"):
+        # a remote-invoker activation: start the calls from here instead of running them
+        from wren.worker.fanout import fan_out
+
+        return fan_out(job, calls, data["remote_invoker"])
     if data.get("return_status"):
         # synchronous callers (Knative, the docker backend) get the records in the answer and
         # need no storage round trip to learn the outcome
