@@ -52,6 +52,9 @@ def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "wren-worker"
+    # keep-alive: a platform or backend that posts many calls reuses its connection (every
+    # answer has a Content-Length)
+    protocol_version = "HTTP/1.1"
     # Nagle off: the body, written after the headers, would otherwise wait for the caller's
     # delayed ACK (up to 40 ms on Linux)
     disable_nagle_algorithm = True
