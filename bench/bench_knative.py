@@ -29,7 +29,7 @@ import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "packages" / "wren-backend-knative" / "tests"))
-sys.path.insert(0, str(ROOT / "packages" / "wren-storage-cos" / "tests"))
+sys.path.insert(0, str(ROOT / "testsupport"))
 
 #: threads that belong to the stand-in or the test servers, not to the client
 NOT_CLIENT = re.compile(r"process_request_thread|kube-standin|knative-controller|knative-router|reconcile-|ThreadPoolExecutor")
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     os.environ.pop("WREN_CONFIG_FILE", None)
     import wren
     from k8s_standin import KubeStandIn, ProcessRunner
-    from s3server import S3Server
+    from wren_testsupport.s3server import S3Server
     from wren import runtimes
 
     engine = None

@@ -28,9 +28,9 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "packages", "wren-storage-cos", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "testsupport"))
 
-from s3server import S3Server  # noqa: E402
+from wren_testsupport.s3server import S3Server  # noqa: E402
 
 import wren  # noqa: E402
 

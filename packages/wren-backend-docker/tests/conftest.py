@@ -2,11 +2,11 @@
 the debootstrap base image, and the default wren runtime built FROM it."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from wren_testsupport import images
 from wren_testsupport.docker_engine import docker_engine_fixture
+from wren_testsupport.isolation import isolated_environment
 
 docker_engine = docker_engine_fixture()
 
@@ -15,20 +15,10 @@ docker_engine = docker_engine_fixture()
 def _isolated_wren(tmp_path_factory):
     """No user config file, storage and ~/.wren in fresh folders, for the whole session."""
     root = tmp_path_factory.mktemp("wren-storage")
-    home = tmp_path_factory.mktemp("home")
-    names = ("HOME", "WREN_CONFIG_FILE", "WREN_LOCALHOST__STORAGE_ROOT", "WREN_DOCKER__BASE_IMAGE")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ["HOME"] = str(home)
-    os.environ.pop("WREN_CONFIG_FILE", None)
-    os.environ["WREN_LOCALHOST__STORAGE_ROOT"] = str(root)
     # runtimes built in tests start from the local base image (no registry here)
-    os.environ["WREN_DOCKER__BASE_IMAGE"] = images.BASE_IMAGE
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_environment(tmp_path_factory.mktemp("home"), {"WREN_LOCALHOST__STORAGE_ROOT": root,
+                                                                 "WREN_DOCKER__BASE_IMAGE": images.BASE_IMAGE}):
+        yield root
 
 
 @pytest.fixture(scope="session")

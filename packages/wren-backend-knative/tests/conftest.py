@@ -17,11 +17,10 @@ import pytest
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # k8s_standin.py
-# the S3 server starter lives with wren-storage-cos' tests
-sys.path.insert(0, str(HERE.parents[1] / "wren-storage-cos" / "tests"))
 
 from k8s_standin import KubeStandIn, ProcessRunner  # noqa: E402
-from s3server import S3Server  # noqa: E402
+from wren_testsupport.isolation import isolated_environment  # noqa: E402
+from wren_testsupport.s3server import S3Server  # noqa: E402
 
 NAMESPACE = "wren-test"
 #: the test runtime: wren-core, wren-storage-cos (the workers reach S3 through it) and pytest
@@ -41,18 +40,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_wren(tmp_path_factory):
     """No user config file and a fresh ~/.wren, for the whole session."""
-    home = tmp_path_factory.mktemp("home")
-    names = ("HOME", "WREN_CONFIG_FILE", "KUBECONFIG")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ["HOME"] = str(home)
-    os.environ.pop("WREN_CONFIG_FILE", None)
-    os.environ.pop("KUBECONFIG", None)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_environment(tmp_path_factory.mktemp("home"), unset=["KUBECONFIG"]):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,10 @@ import pytest
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # emulator.py
-# the S3 server starter lives with wren-storage-cos' tests
-sys.path.insert(0, str(HERE.parents[1] / "wren-storage-cos" / "tests"))
 
 from emulator import IAMStandIn, NoopRunner, OpenWhiskEmulator, ProcessRunner  # noqa: E402,F401
-from s3server import S3Server  # noqa: E402
+from wren_testsupport.isolation import isolated_environment  # noqa: E402
+from wren_testsupport.s3server import S3Server  # noqa: E402
 
 API_KEY = f"{uuid.uuid4()}:{uuid.uuid4().hex}{uuid.uuid4().hex}"
 NAMESPACE = "guest"
@@ -41,16 +40,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_wren(tmp_path_factory):
     """No user config file, for the whole session."""
-    home = tmp_path_factory.mktemp("home")
-    saved = {k: os.environ.get(k) for k in ("HOME", "WREN_CONFIG_FILE")}
-    os.environ["HOME"] = str(home)
-    os.environ.pop("WREN_CONFIG_FILE", None)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_environment(tmp_path_factory.mktemp("home")):
+        yield
 
 
 @pytest.fixture(scope="session")

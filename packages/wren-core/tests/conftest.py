@@ -1,23 +1,14 @@
-import os
 
 import pytest
+from wren_testsupport.isolation import isolated_environment
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_wren(tmp_path_factory):
     """No user config file, and storage in a fresh folder, for the whole session."""
     root = tmp_path_factory.mktemp("wren-storage")
-    home = tmp_path_factory.mktemp("home")
-    saved = {k: os.environ.get(k) for k in ("HOME", "WREN_CONFIG_FILE", "WREN_LOCALHOST__STORAGE_ROOT")}
-    os.environ["HOME"] = str(home)
-    os.environ.pop("WREN_CONFIG_FILE", None)
-    os.environ["WREN_LOCALHOST__STORAGE_ROOT"] = str(root)
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_environment(tmp_path_factory.mktemp("home"), {"WREN_LOCALHOST__STORAGE_ROOT": root}):
+        yield root
 
 
 @pytest.fixture

@@ -1,12 +1,9 @@
-import os
-import sys
 import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # s3server.py, next to this file
-
-from s3server import S3Server  # noqa: E402
+from wren_testsupport.isolation import isolated_environment
+from wren_testsupport.s3server import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -19,17 +16,9 @@ def s3_server():
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_wren(tmp_path_factory):
     """No user config file and local storage in a fresh folder, for the whole session."""
-    home = tmp_path_factory.mktemp("home")
-    saved = {k: os.environ.get(k) for k in ("HOME", "WREN_CONFIG_FILE", "WREN_LOCALHOST__STORAGE_ROOT")}
-    os.environ["HOME"] = str(home)
-    os.environ.pop("WREN_CONFIG_FILE", None)
-    os.environ["WREN_LOCALHOST__STORAGE_ROOT"] = str(tmp_path_factory.mktemp("wren-storage"))
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    root = tmp_path_factory.mktemp("wren-storage")
+    with isolated_environment(tmp_path_factory.mktemp("home"), {"WREN_LOCALHOST__STORAGE_ROOT": root}):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import time
 import uuid
 
 import wren
-from s3server import S3Server
+from wren_testsupport.s3server import S3Server
 
 
 def touch_storage(i, storage):

@@ -2,7 +2,7 @@
 
 Reusable by any package's tests::
 
-    from s3server import S3Server
+    from wren_testsupport.s3server import S3Server
     with S3Server() as s3:          # fresh data dir, free port on 127.0.0.1
         s3.endpoint, s3.access_key, s3.secret_key
 
