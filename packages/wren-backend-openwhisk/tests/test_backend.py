@@ -311,6 +311,33 @@ def test_remote_invoker_falls_back_when_the_runtime_cannot_invoke(ow_section, ca
     assert len(warnings) == 1 and "wren runtime build" in warnings[0] and "wren-backend-openwhisk" in warnings[0]
 
 
+def test_remote_invoker_answers_before_its_deadline_when_throttled(ow_section):
+    """Inside the platform, the fan-out retries 429s only until shortly before the activation's
+    deadline (OpenWhisk's ``deadline`` in /run), then answers with the calls it could not start."""
+    from conftest import API_KEY, NAMESPACE
+    from emulator import NoopRunner, OpenWhiskEmulator
+    from wren.worker import protocol
+    from wren.worker.__main__ import handle_payload
+    from wren_backend_openwhisk.backend import FAN_OUT_MARGIN
+
+    with OpenWhiskEmulator({API_KEY: NAMESPACE}, runner=NoopRunner(), concurrency_limit=0) as emu:
+        section = {**ow_section, "endpoint": emu.url}
+        OpenWhiskClient(emu.url, NAMESPACE, BasicAuth(API_KEY)).put_action("a-256MB", "img", 256, 60)
+        job = {"job_key": "d-0/M000", "timeout": 10, "runtime_memory": None, "config": {"openwhisk": section}}
+        calls = [{"call_id": f"{i:05d}", "data": b"x", "data_range": None, "obj": None} for i in range(5)]
+        payload = protocol.encode({"job": job, "calls": calls,
+                                   "remote_invoker": {"backend": "openwhisk", "action": "a-256MB"}})
+        t0 = time.monotonic()
+        answer = handle_payload(payload, deadline=time.time() + FAN_OUT_MARGIN + 1.5)
+        took = time.monotonic() - t0
+        throttled = emu.counts["throttled"]
+    info = answer["remote_invoker"]
+    assert info["error"] is None and info["started"] == 0
+    assert sorted(f["call_id"] for f in info["failed"]) == [c["call_id"] for c in calls]
+    assert all("429" in f["error"] for f in info["failed"]), info["failed"][0]
+    assert throttled >= 5 and took < 30, took  # gave up at the deadline, not after throttle_timeout (300 s)
+
+
 def test_max_workers_caps_calls_in_flight(executor_config):
     cfg = copy.deepcopy(executor_config)
     cfg["wren"]["max_workers"] = 3

@@ -50,6 +50,8 @@ _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 ACTION_TIMEOUT_MARGIN = 30
 #: Seconds the remote invoker waits for the rest of a batch before sending it.
 REMOTE_INVOKER_LINGER = 0.02
+#: Seconds a remote invoker keeps before its activation's deadline to answer the client.
+FAN_OUT_MARGIN = 5.0
 
 
 def default_runtime_name() -> str:
@@ -321,9 +323,14 @@ class OpenWhiskBackend(ComputeBackend):
     def invoke_from_platform(
         self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel, spec: dict[str, Any]
     ) -> None:
-        """Inside a remote-invoker activation: one activation per call, from here."""
+        """Inside a remote-invoker activation: one activation per call, from here. Throttling is
+        retried only until shortly before the activation's deadline, so the answer (naming the
+        calls not started) gets out before the platform stops us."""
         action = spec["action"]
         self._deployed.add(action)  # the client deployed it before sending us
+        if spec.get("deadline"):
+            left = float(spec["deadline"]) - time.time() - FAN_OUT_MARGIN
+            self.client.throttle_timeout = max(0.0, min(self.client.throttle_timeout, left))
         self._send_calls(action, self.check_job(job), calls, channel)
 
     def _run_all(self, fn: Any, items: Sequence[Any]) -> None:

@@ -94,7 +94,9 @@ class ComputeBackend(abc.ABC):
     ) -> None:
         """Start ``calls`` from inside the platform (a remote-invoker activation, see
         :mod:`wren.worker.fanout`): like :meth:`invoke`, but never through another remote
-        invoker. ``spec`` is what the client's backend put in the payload."""
+        invoker. ``spec`` is what the client's backend put in the payload, plus ``deadline``
+        (epoch seconds) when the platform said when it stops the activation: give up on what
+        is still retrying before then, and report those calls through ``channel.failed``."""
         raise NotImplementedError(f"backend {self.name!r} has no remote invoker")
 
     def cancel(self, job_key: str) -> None:

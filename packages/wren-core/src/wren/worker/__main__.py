@@ -29,8 +29,9 @@ from wren.worker.supervisor import get_pool, run_calls
 logger = logging.getLogger("wren.worker")
 
 
-def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run what a payload asks for and return the JSON answer."""
+def handle_payload(payload: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+    """Run what a payload asks for and return the JSON answer. ``deadline``: when the platform
+    stops this activation (seconds since the epoch), if it said."""
     if payload.get("wren_metadata"):
         return runtime_metadata()
     data = protocol.decode(payload)
@@ -42,12 +43,19 @@ def handle_payload(payload: dict[str, Any]) -> dict[str, Any]:
         # a remote-invoker activation: start the calls from here instead of running them
         from wren.worker.fanout import fan_out
 
-        return fan_out(job, calls, data["remote_invoker"])
+        return fan_out(job, calls, data["remote_invoker"], deadline)
     if data.get("return_status"):
         # synchronous callers (Knative, the docker backend) get the records in the answer and
         # need no storage round trip to learn the outcome
         return {"job_key": job["job_key"], "statuses": protocol.encode(run_calls(job, calls, return_status=True))}
     return {"job_key": job["job_key"], "calls": run_calls(job, calls)}
+
+
+def _deadline(value: Any) -> float | None:
+    try:
+        return float(value) / 1000 if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -93,8 +101,9 @@ class Handler(BaseHTTPRequestHandler):
             if self.path.startswith("/init"):
                 self._send(200, {"ok": True})
             elif self.path.startswith("/run"):
-                # OpenWhisk: action parameters arrive under "value"
-                self._send(200, handle_payload(body.get("value") or {}))
+                # OpenWhisk: action parameters arrive under "value", the time limit (epoch ms)
+                # under "deadline"
+                self._send(200, handle_payload(body.get("value") or {}, _deadline(body.get("deadline"))))
             elif self.path in ("/", ""):
                 self._send(200, handle_payload(body))
             else:

@@ -37,8 +37,11 @@ class _Failures:
         pass
 
 
-def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
-    """Start ``calls`` through backend ``spec["backend"]``; never raises. Returns
+def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, Any],
+            deadline: float | None = None) -> dict[str, Any]:
+    """Start ``calls`` through backend ``spec["backend"]``; never raises. ``deadline`` (epoch
+    seconds: when the platform stops this activation) reaches the backend as
+    ``spec["deadline"]``, so that it gives up in time to answer. Returns
     ``{"remote_invoker": {"started": n, "failed": [{"call_id", "error"}], "error": str|None,
     "seconds": s}}``; ``error`` with nothing started means this runtime cannot invoke."""
     from wren.config import load_config, parse_section
@@ -58,7 +61,7 @@ def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, An
                                    "error": f"{type(exc).__name__}: {exc}"}}
     try:
         backend.start()
-        backend.invoke_from_platform(job, calls, failures, spec)
+        backend.invoke_from_platform(job, calls, failures, {**spec, "deadline": deadline} if deadline else spec)
     except Exception as exc:  # noqa: BLE001 - every call not yet reported fails with this
         logger.warning("remote invoker: %s", exc)
         for call in calls:
