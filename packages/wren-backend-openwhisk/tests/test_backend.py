@@ -82,6 +82,28 @@ def test_action_deployed_once_on_first_use(executor_config, fresh_emulator):
     assert ("guest", action_name(cfg["openwhisk"]["runtime"], 320)) in fresh_emulator.actions
 
 
+def test_runtime_metadata_read_once_then_found_in_storage(executor_config, fresh_emulator, tmp_path, monkeypatch):
+    """The first client asks the deployed action for its metadata and caches it locally and in
+    storage; a second machine (fresh home, same storage) does not ask the action again; a
+    redeployed action is asked again."""
+    cfg = _cfg(executor_config, runtime_memory=288)
+    fresh_emulator.actions.pop(("guest", action_name(cfg["openwhisk"]["runtime"], 288)), None)
+    for machine in ("first", "second"):
+        monkeypatch.setenv("HOME", str(tmp_path / machine))
+        fresh_emulator.reset_counts()
+        with wren.function_executor(config=cfg) as ex:
+            meta = ex.compute.runtime_metadata()
+            assert ex.get_result(ex.call_async(square, 3)) == 9
+        assert meta["wren"] == wren.__version__
+        assert fresh_emulator.counts["blocking"] == (1 if machine == "first" else 0), machine
+        assert list((tmp_path / machine / ".wren" / "runtimes").glob("openwhisk-*288MB.json"))
+    monkeypatch.setenv("HOME", str(tmp_path / "third"))
+    fresh_emulator.reset_counts()
+    with wren.function_executor(config=cfg) as ex:
+        ex.compute.deploy_runtime(cfg["openwhisk"]["runtime"], 288)  # a new revision of the action
+    assert fresh_emulator.counts["blocking"] == 1
+
+
 # -- throttling and server errors ------------------------------------------------------------
 
 def test_429_storm_completes(executor_config, fresh_emulator):

@@ -516,7 +516,7 @@ class DockerBackend(ComputeBackend):
             if name in self._meta:
                 return self._meta[name]
             image_id = self._ensure_image(name)
-            cache = runtimes.MetadataCache()
+            cache = self.metadata_cache()
             meta = cache.get(f"docker-{name}", image_id)
             if meta is None:
                 meta = runtimes.image_metadata(self.client, name)
@@ -554,7 +554,7 @@ class DockerBackend(ComputeBackend):
             self.client.images.remove(name)
         except errors.ImageNotFound:
             raise WrenError(f"runtime image {name!r} is not on the Docker engine") from None
-        runtimes.MetadataCache().delete(f"docker-{name}")
+        self.metadata_cache().delete(f"docker-{name}")
         self._meta.pop(name, None)
 
     # -- lifecycle ----------------------------------------------------------------------------

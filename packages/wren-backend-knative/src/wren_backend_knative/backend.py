@@ -244,7 +244,7 @@ class KnativeBackend(ComputeBackend):
             target = self.ensure_service(runtime, memory)
         except KnativeError as exc:
             raise InvocationError(str(exc)) from None
-        cache = runtimes.MetadataCache()
+        cache = self.metadata_cache()
         cache_name = f"knative-{self.services.host}-{self.services.namespace}-{target.service}"
         meta = cache.get(cache_name, target.token)
         if meta is None:

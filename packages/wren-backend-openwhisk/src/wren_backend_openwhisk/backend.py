@@ -223,7 +223,7 @@ class OpenWhiskBackend(ComputeBackend):
         try:
             action = self.ensure_action(runtime, memory)
             token = self._versions.get(action)
-            cache = runtimes.MetadataCache()
+            cache = self.metadata_cache()
             meta = cache.get(self._cache_name(action), token) if token else None
             if meta is None:
                 meta = self.client.invoke_blocking(action, {"wren_metadata": True})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +19,8 @@ from typing import Any
 from collections.abc import Callable
 
 from wren.errors import WrenError
+
+logger = logging.getLogger("wren.cli")
 
 
 def _hello(name: str) -> str:
@@ -100,6 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     from wren.config import load_config
     from wren.executor import JOBS_PREFIX
+    from wren.runtimes.metadata import STORAGE_PREFIX
     from wren.storage.client import build_storage
 
     cfg = load_config(None, {"storage": args.storage})
@@ -110,6 +114,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         removed += st.delete_prefix(bucket, JOBS_PREFIX + "/")
         if args.all:
             removed += st.delete_prefix(bucket, "wren.cloudobjects/")
+            removed += st.delete_prefix(bucket, STORAGE_PREFIX)  # cached runtime metadata
     from wren import journal
 
     for rec in journal.list_records():  # nothing is left to reattach to
@@ -118,7 +123,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.all:
         cache = os.path.join(tempfile.gettempdir(), f"wren-modules-{os.getuid()}")
         shutil.rmtree(cache, ignore_errors=True)
-    backend = _runtime_backend(args)
+    backend = _runtime_backend(args, with_storage=False)
     try:
         resources = backend.clean_resources(all=args.all)
     finally:
@@ -198,14 +203,29 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime_backend(args: argparse.Namespace) -> Any:
+def _runtime_backend(args: argparse.Namespace, with_storage: bool = True) -> Any:
     from wren.config import load_config, parse_section
     from wren.plugins import get_registry
 
     cfg = load_config(None, {"backend": args.backend})
     spec = get_registry().get("compute", cfg.wren.backend)
     section = parse_section(spec.config_class, cfg.wren.backend, cfg.section(cfg.wren.backend)) if spec.config_class else None
-    return spec.backend_class(section, cfg.wren)
+    backend = spec.backend_class(section, cfg.wren)
+    if not with_storage:
+        return backend
+    try:  # runtime metadata is cached in the configured storage too, when there is one
+        from wren.storage.client import build_storage
+
+        backend.storage = build_storage(cfg)
+    except Exception as exc:  # noqa: BLE001 - the runtime commands work without it
+        logger.debug("no storage for the runtime metadata cache: %s", exc)
+    return backend
+
+
+def _close_backend(backend: Any) -> None:
+    backend.close()
+    if backend.storage is not None:
+        backend.storage.close()
 
 
 def cmd_runtime(args: argparse.Namespace) -> int:
@@ -233,7 +253,7 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     except NotImplementedError as exc:
         raise WrenError(str(exc)) from None
     finally:
-        backend.close()
+        _close_backend(backend)
     return 0
 
 

@@ -123,6 +123,7 @@ class FunctionExecutor:
         )
         self.storage_backend = build_storage(cfg)
         self.compute = spec.backend_class(compute_cfg, wcfg)
+        self.compute.storage = self.storage_backend  # runtime metadata is cached there too
         self.compute.check_storage(self.storage_backend)
         monitor_spec = registry.get("monitor", wcfg.monitoring)
         self.backend = wcfg.backend

@@ -69,6 +69,9 @@ class ComputeBackend(abc.ABC):
     def __init__(self, config: Any, wren_config: WrenConfig):
         self.config = config
         self.wren_config = wren_config
+        #: The executor's storage (set by the executor, and by the CLI's runtime commands):
+        #: runtime metadata is cached there too. ``None`` when there is none.
+        self.storage: Any = None
 
     @property
     def default_max_workers(self) -> int:
@@ -117,6 +120,12 @@ class ComputeBackend(abc.ABC):
             )
 
     # -- runtimes (container backends override these) --------------------------------------
+    def metadata_cache(self) -> Any:
+        """Where runtime metadata is cached: ``~/.wren/runtimes`` and :attr:`storage`."""
+        from wren.runtimes.metadata import MetadataCache
+
+        return MetadataCache(storage=self.storage)
+
     def runtime_metadata(self, runtime: str | None = None) -> dict[str, Any]:
         """What the runtime has: ``python`` ("3.11"), ``wren`` version, ``modules`` (top-level
         names importable there, or ``None`` when unknown)."""

@@ -1,8 +1,10 @@
-"""Runtime metadata: read it from an image, cache it locally, check it against the client."""
+"""Runtime metadata: read it from an image, cache it locally and in storage, check it against
+the client."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -15,6 +17,7 @@ from wren.errors import VersionMismatchError, WrenError
 from wren.worker.runtime import PYTHON_VERSION as _PY
 
 _MARK = "WREN-METADATA:"
+logger = logging.getLogger("wren.runtimes")
 
 
 def runtimes_dir() -> Path:
@@ -64,34 +67,74 @@ def image_metadata(client: Any, image: str) -> dict[str, Any]:
     return parse_metadata_output(out)
 
 
-class MetadataCache:
-    """Runtime metadata kept in ``~/.wren/runtimes/<name>.json``, valid for one image id (or
-    other version token: a deployed action's revision, an image digest)."""
+#: Where runtime metadata is cached in storage (the storage's default bucket).
+STORAGE_PREFIX = "wren.runtimes/"
 
-    def __init__(self, directory: Path | str | None = None):
+
+class MetadataCache:
+    """Runtime metadata kept in ``~/.wren/runtimes/<name>.json`` and, given a ``storage``, in
+    its default bucket under ``wren.runtimes/<name>.json``, valid for one image id (or other
+    version token: a deployed action's revision, an image digest). Another machine sharing the
+    storage (a colleague's laptop, CI) finds what a first client read from the runtime without
+    asking the runtime again. Storage errors are logged, never raised: it is only a cache."""
+
+    def __init__(self, directory: Path | str | None = None, storage: Any = None):
         self.directory = Path(directory) if directory else runtimes_dir()
+        self.storage = storage
 
     def path(self, name: str) -> Path:
         return self.directory / f"{_safe(name)}.json"
 
+    def key(self, name: str) -> str:
+        return f"{STORAGE_PREFIX}{_safe(name)}.json"
+
+    @staticmethod
+    def _valid(record: Any, token: str | None) -> bool:
+        return isinstance(record, dict) and isinstance(record.get("metadata"), dict) and (
+            token is None or record.get("token") == token)
+
     def get(self, name: str, token: str | None = None) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.path(name).read_text())
+            record = json.loads(self.path(name).read_text())
         except (OSError, ValueError):
+            record = None
+        if self._valid(record, token):
+            return record["metadata"]
+        if self.storage is None:
             return None
-        if token is not None and data.get("token") != token:
+        try:
+            record = json.loads(self.storage.get_object(self.storage.default_bucket, self.key(name)))
+        except Exception as exc:  # noqa: BLE001 - missing, unreachable: ask the runtime instead
+            logger.debug("runtime metadata %s not in storage: %s", name, exc)
             return None
-        return data.get("metadata")
+        if not self._valid(record, token):
+            return None
+        self._write_local(name, record)
+        return record["metadata"]
 
     def put(self, name: str, metadata: dict[str, Any], token: str | None = None) -> None:
+        record = {"runtime": name, "token": token, "stored": time.time(), "metadata": metadata}
+        self._write_local(name, record)
+        if self.storage is not None:
+            try:
+                self.storage.put_object(self.storage.default_bucket, self.key(name), json.dumps(record).encode())
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not cache the metadata of runtime %s in storage: %s", name, exc)
+
+    def _write_local(self, name: str, record: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(name).with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"runtime": name, "token": token, "stored": time.time(), "metadata": metadata}))
+        tmp = self.path(name).with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path(name))
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(name).unlink()
+        if self.storage is not None:
+            try:
+                self.storage.delete_object(self.storage.default_bucket, self.key(name))
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("runtime metadata %s not removed from storage: %s", name, exc)
 
 
 def check_compatible(metadata: dict[str, Any], runtime: str, backend: str, fix_name: str | None = None) -> None:
