@@ -59,6 +59,22 @@ def test_no_credential_in_logs_errors_or_storage(tmp_path, caplog, monkeypatch):
         log.close()
 
 
+def test_sections_of_unused_plugins_do_not_travel_with_jobs(monkeypatch):
+    """Jobs carry the config (nested executors inherit it) but not the sections, credentials
+    included, of compute backends and monitors the executor does not use."""
+    monkeypatch.setenv("WREN_RABBITMQ__AMQP_URL", SECRET_URL)
+    sent = []
+    with wren.function_executor(backend="localhost") as ex:
+        invoke = ex.compute.invoke
+        monkeypatch.setattr(ex.compute, "invoke", lambda job, calls, ch: (sent.append(job), invoke(job, calls, ch))[1])
+        assert ex.get_result(ex.map(len, ["ab", "c"])) == [2, 1]
+    assert sent and all(SECRET_PASSWORD not in repr(job) for job in sent)
+    assert "rabbitmq" not in sent[0]["config"] and "localhost" in sent[0]["config"]
+    assert sent[0]["config"]["wren"]["backend"] == "localhost"
+    with wren.function_executor(backend="localhost", monitoring="rabbitmq") as ex:  # in use: it travels
+        assert ex._worker_config["rabbitmq"]["amqp_url"] == SECRET_URL
+
+
 def test_signing_key_is_not_stored(tmp_path):
     with wren.function_executor(clean_on_exit=False, backend="localhost") as ex:
         ex.get_result(ex.map(len, [(b"z" * 100_000,)]))

@@ -63,6 +63,18 @@ def derive_secret(root_id: str, root_secret: bytes, executor_id: str) -> bytes |
     return secret
 
 
+def _worker_sections(cfg: Config, registry: Any) -> dict[str, Any]:
+    """The config workers get (nested executors inherit it; a remote invoker builds its backend
+    from it): every section but those of the compute backends and monitors not in use. Storage
+    sections all travel (partitioned data may live in another storage)."""
+    from wren.plugins import KNOWN_DISTRIBUTIONS
+
+    wcfg = cfg.wren
+    unused = (set(KNOWN_DISTRIBUTIONS["compute"]) | set(registry.provided("compute"))) - {wcfg.backend, "localhost"}
+    unused |= (set(KNOWN_DISTRIBUTIONS["monitor"]) | set(registry.provided("monitor"))) - {wcfg.monitoring}
+    return {name: section for name, section in cfg.to_dict().items() if name not in unused}
+
+
 def _setup_logging(level: str | None) -> None:
     if not level:
         return
@@ -129,8 +141,9 @@ class FunctionExecutor:
         self.backend = wcfg.backend
         self.max_workers = wcfg.max_workers or self.compute.default_max_workers
         self.bucket = self.storage_backend.default_bucket
-        # what nested executors inherit, sent with every job: built once
-        self._worker_config = cfg.to_dict()
+        # what nested executors inherit, sent with every job: built once, without the sections
+        # of compute backends and monitors this executor does not use (their credentials stay here)
+        self._worker_config = _worker_sections(cfg, registry)
         self._worker_config.setdefault("wren", {})["backend"] = self.backend
 
         if self._nested:
