@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import docker
 import pytest
 
 import wren
@@ -30,7 +31,12 @@ def _config(runtime_image, **docker):
 
 def _ours(client, all_=True):
     """This process's wren containers."""
-    found = client.containers.list(all=all_, filters={"label": f"{LABEL}={LABEL_VALUE}"})
+    for _ in range(20):
+        try:
+            found = client.containers.list(all=all_, filters={"label": f"{LABEL}={LABEL_VALUE}"})
+            break
+        except docker.errors.NotFound:  # one was removed between the listing and its inspection
+            time.sleep(0.1)
     return [c for c in found if c.labels.get("wren.owner-pid") == str(os.getpid())]
 
 

@@ -157,7 +157,8 @@ class DockerRunner:
         filters = {"label": [f"{self.label}={self.session}"]}
         if service:
             filters["label"].append(f"serving.knative.dev/service={service}")
-        return self.client.containers.list(all=True, filters=filters)
+        # sparse: no inspection of each container, which races with a pod being removed (404)
+        return self.client.containers.list(all=True, filters=filters, sparse=True)
 
 
 class ProcessRunner:

@@ -97,17 +97,20 @@ def remove_wren_containers(config: DockerConfig, only_orphans: bool = True, clie
     client = client or make_client(config)
     host = socket.gethostname()
     removed = []
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL}={LABEL_VALUE}"}):
-        labels = c.labels or {}
+    # the list answer has the labels: no inspection of each container, which would race with
+    # owners removing theirs meanwhile (404)
+    for info in client.api.containers(all=True, filters={"label": f"{LABEL}={LABEL_VALUE}"}):
+        labels = info.get("Labels") or {}
+        name = ((info.get("Names") or [""])[0] or info["Id"][:12]).lstrip("/")
         if labels.get("wren.owner-host") != host:
             continue
         if only_orphans and _owner_alive(labels):
             continue
         try:
-            c.remove(force=True)
-            removed.append(c.name)
+            client.api.remove_container(info["Id"], force=True)
+            removed.append(name)
         except Exception as exc:  # already gone, or being removed by its owner
-            logger.debug("could not remove %s: %s", c.name, exc)
+            logger.debug("could not remove %s: %s", name, exc)
     return removed
 
 
