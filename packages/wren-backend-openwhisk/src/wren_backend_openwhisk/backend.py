@@ -335,10 +335,11 @@ class OpenWhiskBackend(ComputeBackend):
         self._send_calls(action, self.check_job(job), calls, channel)
 
     def _run_all(self, fn: Any, items: Sequence[Any], wait: bool = True) -> None:
-        """``fn`` on every item, on the posting threads when there are several; returns when
-        all are done (``wait``), or at once. On a posting thread already (a remote invoker's
-        fallback), in turn: a thread of the pool waiting for the pool could wait for ever."""
-        if (wait and len(items) == 1) or getattr(self._tls, "posting", False):
+        """``fn`` on every item on the posting threads; returns when all are done (``wait``), or
+        at once. Waiting on a posting thread already (a remote invoker's fallback), the items run
+        in turn instead: a thread of the pool waiting for the pool could wait for ever."""
+        posting = getattr(self._tls, "posting", False)
+        if wait and (len(items) == 1 or posting):
             for x in items:
                 fn(x)
             return
@@ -421,7 +422,7 @@ class OpenWhiskBackend(ComputeBackend):
                     "Rebuild the runtime with `wren runtime build` (it installs %s) and `wren runtime update` it.",
                     self.runtime(), info["error"], self.distribution,
                 )
-            self._send_calls(action, job, calls, channel)
+            self._send_calls(action, job, calls, channel, wait=False)
             return
         for failure in info.get("failed") or []:
             channel.failed(key, failure["call_id"], InvocationError(

@@ -62,7 +62,7 @@ def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, An
     try:
         backend.start()
         backend.invoke_from_platform(job, calls, failures, {**spec, "deadline": deadline} if deadline else spec)
-    except Exception as exc:  # noqa: BLE001 - every call not yet reported fails with this
+    except Exception as exc:  # noqa: BLE001 - the calls' fate is unknown: all are reported (retries may re-send)
         logger.warning("remote invoker: %s", exc)
         for call in calls:
             failures.failed(job["job_key"], call["call_id"], exc)
