@@ -14,6 +14,7 @@ import yaml
 import wren
 from wren import cli
 from wren.errors import ConfigError, InvocationError
+from wren.testing.funcs import count_words, merge_counts
 from wren_backend_openwhisk import OpenWhiskClient, action_name
 from wren_backend_openwhisk.client import BasicAuth
 
@@ -374,27 +375,13 @@ def test_max_workers_caps_calls_in_flight(executor_config):
 TEXT = "the quick brown fox\njumps over the lazy dog\n" * 3000
 
 
-def count_words(obj):
-    c = collections.Counter()
-    for line in obj.data_stream:
-        c.update(line.decode().split())
-    return c
-
-
-def merge(results):
-    total = collections.Counter()
-    for r in results:
-        total.update(r)
-    return total
-
-
 def test_partitioned_word_count_on_cos(executor_config, cos_section):
     prefix = f"ow-texts-{uuid.uuid4().hex[:6]}/"
     with wren.function_executor(config=executor_config) as ex:
         for name in ("a.txt", "b.txt"):
             ex.storage_backend.put_object(cos_section["storage_bucket"], prefix + name, TEXT.encode())
-        fut = ex.map_reduce(count_words, f"cos://{cos_section['storage_bucket']}/{prefix}", merge, chunk_size=16 * 1024,
+        fut = ex.map_reduce(count_words, f"cos://{cos_section['storage_bucket']}/{prefix}", merge_counts, chunk_size=16 * 1024,
                             include_modules=["test_backend"], reducer_wait_local=True)
         total = ex.get_result(fut)
-        assert total == merge([collections.Counter(TEXT.split())] * 2)
+        assert total == merge_counts([collections.Counter(TEXT.split())] * 2)
         assert len([f for f in ex.futures if f.kind != "async"]) > 4  # partitioned into chunks

@@ -16,6 +16,7 @@ from wren.errors import InvalidInputError
 from wren.localconfig import LocalhostConfig
 from wren.partitioner import chunk_stream, line_chunks, make_obj, partition, plan_ranges
 from wren.storage.local import LocalStorage
+from wren.testing.funcs import count_words, merge_counts
 
 
 # -- the chunk reader ------------------------------------------------------------------------------
@@ -137,20 +138,6 @@ def expected_counts() -> collections.Counter:
     return c
 
 
-def count_words(obj):
-    c = collections.Counter()
-    for line in obj.data_stream:
-        c.update(line.decode().split())
-    return c
-
-
-def merge(results):
-    total = collections.Counter()
-    for r in results:
-        total.update(r)
-    return total
-
-
 def test_partition_plan(fexec, corpus):
     bucket = fexec.bucket
     args, objs, groups = partition(fexec, f"file://{bucket}/{corpus}", None, 1000, None)
@@ -224,10 +211,10 @@ def test_word_count_map_reduce(fexec, corpus, chunking, one_per_object):
     iterdata = f"file://{fexec.bucket}/{corpus}"
     _, objs, groups = partition(fexec, iterdata, None, chunking.get("chunk_size"), chunking.get("chunk_n"))
     n_before = len(fexec.futures)
-    out = fexec.map_reduce(count_words, iterdata, merge, reducer_one_per_object=one_per_object, **chunking)
+    out = fexec.map_reduce(count_words, iterdata, merge_counts, reducer_one_per_object=one_per_object, **chunking)
     if one_per_object:
         assert isinstance(out, list) and len(out) == len(groups) == len(TEXTS)
-        total = merge(fexec.get_result(out))
+        total = merge_counts(fexec.get_result(out))
     else:
         total = fexec.get_result(out)
     assert total == expected_counts()
@@ -312,7 +299,7 @@ def test_url_partitioning(fexec, http_files):
     _, objs, groups = partition(fexec, urls, None, 1000, None)
     assert [len(g) for g in groups] == [-(-len(TEXTS["a.txt"]) // 1000), -(-len(TEXTS["d.txt"]) // 1000)]
     assert objs[0]["url"] == urls[0] and objs[0]["size"] == len(TEXTS["a.txt"])
-    total = fexec.get_result(fexec.map_reduce(count_words, urls, merge, chunk_size=1000))
+    total = fexec.get_result(fexec.map_reduce(count_words, urls, merge_counts, chunk_size=1000))
     c = collections.Counter(TEXTS["a.txt"].split()) + collections.Counter(TEXTS["d.txt"].split())
     assert total == c
     assert any(s.startswith("bytes=") for s in handler.seen)

@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 import wren
+from wren.testing.funcs import count_words, merge_counts
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +45,6 @@ TEXTS = {
 }
 
 
-def count_words(obj):
-    c = collections.Counter()
-    for line in obj.data_stream:
-        c.update(line.decode().split())
-    return c
-
-
-def merge(results):
-    total = collections.Counter()
-    for r in results:
-        total.update(r)
-    return total
-
-
 @pytest.fixture(scope="module")
 def corpus(fexec, cos_section):
     prefix = f"texts-{uuid.uuid4().hex[:6]}/"
@@ -74,8 +61,8 @@ def test_word_count(fexec, cos_section, corpus, chunking, one_per_object):
         expected.update(t.split())
     iterdata = f"cos://{cos_section['storage_bucket']}/{corpus}"
     n = len(fexec.futures)
-    out = fexec.map_reduce(count_words, iterdata, merge, reducer_one_per_object=one_per_object, **chunking)
-    total = merge(fexec.get_result(out)) if one_per_object else fexec.get_result(out)
+    out = fexec.map_reduce(count_words, iterdata, merge_counts, reducer_one_per_object=one_per_object, **chunking)
+    total = merge_counts(fexec.get_result(out)) if one_per_object else fexec.get_result(out)
     assert total == expected
     sizes = [len(t.encode()) for t in TEXTS.values()]
     chunks = sum(-(-s // 4096) for s in sizes) if "chunk_size" in chunking else 4 * len(sizes)
@@ -89,5 +76,5 @@ def test_cos_objects_from_a_local_storage_executor(cos_section, corpus, monkeypa
     with wren.function_executor(config=config) as ex:
         assert ex.storage_backend.name == "localhost"
         key = f"cos://{cos_section['storage_bucket']}/{corpus}a.txt"
-        total = ex.get_result(ex.map_reduce(count_words, [key], merge, chunk_size=10_000))
+        total = ex.get_result(ex.map_reduce(count_words, [key], merge_counts, chunk_size=10_000))
     assert total == collections.Counter(TEXTS["a.txt"].split())

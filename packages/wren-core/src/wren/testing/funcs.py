@@ -1,6 +1,7 @@
 """Functions the conformance suites run on workers (importable without pytest)."""
 from __future__ import annotations
 
+import collections
 import os
 import time
 
@@ -53,6 +54,22 @@ def length(data):
 
 def total(results):
     return sum(results)
+
+
+def count_words(obj):
+    """Word count of a partition (``obj``: the partitioner's object, read line by line)."""
+    c: collections.Counter = collections.Counter()
+    for line in obj.data_stream:
+        c.update(line.decode().split())
+    return c
+
+
+def merge_counts(results):
+    """The reducer of :func:`count_words`."""
+    total: collections.Counter = collections.Counter()
+    for r in results:
+        total.update(r)
+    return total
 
 
 def printer(x):
