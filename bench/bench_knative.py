@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "packages" / "wren-backend-knative" / "tests"))
@@ -102,15 +101,12 @@ def main(argv=None) -> int:
         runner = ProcessRunner({image})
 
     with S3Server() as s3, KubeStandIn(runner, pods_per_revision=args.pods) as api:
-        bucket = f"wren-bench-{uuid.uuid4().hex[:6]}"
-        s3.client().create_bucket(Bucket=bucket)
         config = {
             "wren": {"backend": "knative", "storage": "ibm_cos", "max_workers": args.max_workers,
                      "monitor_interval": 0.2, "log_level": "WARNING"},
             "knative": {"kubeconfig": api.write_kubeconfig(os.path.join(home, "kubeconfig")), "runtime": image,
                         "ready_timeout": 120},
-            "ibm_cos": {"endpoint": s3.endpoint, "storage_bucket": bucket, "access_key_id": s3.access_key,
-                        "secret_access_key": s3.secret_key},
+            "ibm_cos": s3.cos_section("wren-bench"),
         }
         if args.retries:
             config["wren"]["retries"] = args.retries

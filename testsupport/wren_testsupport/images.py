@@ -147,3 +147,27 @@ def ensure_test_runtime(client: Any, base: str = BASE_IMAGE, name: str | None = 
     with runtimes.runtime_lock(f"test-build-{name}"):
         runtimes.build_image(client, name, base_image=base, **options)
     return name
+
+
+def runtime_on_engine(name: str, packages: list[str]) -> tuple[Any, Any, str | None, str]:
+    """``(engine, docker client, image, why)``: the test runtime ``name`` with ``packages``
+    built on a Docker engine (found, or started), ``DOCKER_HOST`` pointing at it (for
+    ``wren runtime build``); or ``(None, None, None, why not)`` for suites that fall back to
+    local processes and say why."""
+    try:
+        import docker  # noqa: F401
+        from wren import runtimes  # noqa: F401
+        from wren_testsupport import docker_engine
+    except ImportError as exc:
+        return None, None, None, f"no Docker runtime support here ({exc})"
+    engine = docker_engine.find_or_start_engine()
+    if not engine:
+        return None, None, None, engine.reason
+    try:
+        client = engine.client()
+        image = ensure_test_runtime(client, name=name, packages=packages)
+    except Exception as exc:  # no base image, build failure: say why
+        engine.stop()
+        return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
+    os.environ["DOCKER_HOST"] = engine.host
+    return engine, client, image, f"image {image} on the Docker engine at {engine.host}"

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any
 
 
@@ -62,6 +63,14 @@ class S3Server:
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
         )
+
+    def cos_section(self, prefix: str = "wren-test", **settings: Any) -> dict[str, Any]:
+        """A fresh bucket named ``<prefix>-<random>`` and the ``ibm_cos`` config section (HMAC
+        keys) that points at it, plus ``settings``."""
+        bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.client().create_bucket(Bucket=bucket)
+        return {"endpoint": self.endpoint, "storage_bucket": bucket, "access_key_id": self.access_key,
+                "secret_access_key": self.secret_key, **settings}
 
     def start(self) -> S3Server:
         self._tmp_before = set(glob.glob("/tmp/weed.*"))

@@ -19,6 +19,7 @@ HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # emulator.py
 
 from emulator import IAMStandIn, NoopRunner, OpenWhiskEmulator, ProcessRunner  # noqa: E402,F401
+from wren_testsupport import images  # noqa: E402
 from wren_testsupport.isolation import isolated_environment  # noqa: E402
 from wren_testsupport.s3server import S3Server  # noqa: E402
 
@@ -52,39 +53,22 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def cos_section(s3_server):
-    bucket = f"wren-ow-{uuid.uuid4().hex[:8]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return {"endpoint": s3_server.endpoint, "storage_bucket": bucket, "access_key_id": s3_server.access_key,
-            "secret_access_key": s3_server.secret_key, "retries": 2}
+    return s3_server.cos_section("wren-ow", retries=2)
 
 
 def _docker_runner():
-    """(runner, runtime image, why) on the Docker engine, or (None, None, why not)."""
-    try:
-        import docker  # noqa: F401
-        from wren import runtimes  # noqa: F401
-        from wren_testsupport import docker_engine, images
-    except ImportError as exc:
-        return None, None, None, f"no Docker runtime support here ({exc})"
-    engine = docker_engine.find_or_start_engine()
-    if not engine:
-        return None, None, None, engine.reason
-    try:
-        client = engine.client()
-        # the workers reach S3 through the ibm_cos storage plugin, and remote invokers run the
-        # backend plugins: they must be in the image
-        packages = ["wren-storage-cos", "wren-backend-openwhisk", "pytest"]
-        if importlib.util.find_spec("wren_backend_ibmcf"):
-            packages.insert(2, "wren-backend-ibmcf")
-        image = images.ensure_test_runtime(client, name=TEST_RUNTIME, packages=packages)
-    except Exception as exc:  # no base image, build failure: say why and fall back
-        engine.stop()
-        return None, None, None, f"the runtime image could not be built: {type(exc).__name__}: {exc}"
+    """(runner, runtime image, engine, why) on the Docker engine, or Nones and why not."""
+    # the workers reach S3 through the ibm_cos storage plugin, and remote invokers run the
+    # backend plugins: they must be in the image
+    packages = ["wren-storage-cos", "wren-backend-openwhisk", "pytest"]
+    if importlib.util.find_spec("wren_backend_ibmcf"):
+        packages.insert(2, "wren-backend-ibmcf")
+    engine, client, image, why = images.runtime_on_engine(TEST_RUNTIME, packages)
+    if engine is None:
+        return None, None, None, why
     from emulator import DockerRunner
 
-    os.environ["DOCKER_HOST"] = engine.host  # `wren runtime build` (docker.from_env) finds it
-
-    return DockerRunner(client), image, engine, f"image {image} on the Docker engine at {engine.host}"
+    return DockerRunner(client), image, engine, why
 
 
 @pytest.fixture(scope="session")

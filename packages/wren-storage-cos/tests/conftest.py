@@ -1,4 +1,3 @@
-import uuid
 
 import pytest
 
@@ -24,15 +23,7 @@ def _isolated_wren(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cos_section(s3_server):
     """The ``ibm_cos`` config section pointing at the test server (HMAC auth)."""
-    bucket = f"wren-test-{uuid.uuid4().hex[:8]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return {
-        "endpoint": s3_server.endpoint,
-        "storage_bucket": bucket,
-        "access_key_id": s3_server.access_key,
-        "secret_access_key": s3_server.secret_key,
-        "retries": 2,
-    }
+    return s3_server.cos_section("wren-test", retries=2)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import wren
 from wren_testsupport.s3server import S3Server
@@ -18,13 +17,7 @@ def touch_storage(i, storage):
 
 def test_s3_server_killed_and_restarted_during_a_job():
     with S3Server() as s3:
-        bucket = f"wren-faults-{uuid.uuid4().hex[:8]}"
-        s3.client().create_bucket(Bucket=bucket)
-        cfg = {
-            "wren": {"storage": "ibm_cos", "retries": 8},
-            "ibm_cos": {"endpoint": s3.endpoint, "storage_bucket": bucket, "access_key_id": s3.access_key,
-                        "secret_access_key": s3.secret_key, "retries": 1},
-        }
+        cfg = {"wren": {"storage": "ibm_cos", "retries": 8}, "ibm_cos": s3.cos_section("wren-faults", retries=1)}
         calls = 60
         with wren.function_executor(config=cfg) as ex:
             futures = ex.map(touch_storage, range(calls))
