@@ -20,6 +20,7 @@ PACKAGES = [
     "wren-backend-ibmcf",
     "wren-backend-knative",
     "wren-backend-docker",
+    "wren-backend-codeengine",
 ]
 EXISTING = [p for p in PACKAGES if (ROOT / "packages" / p / "pyproject.toml").exists()]
 PYTHON = None  # the interpreter nox runs on (CI: the machine's Python)

@@ -1113,6 +1113,11 @@ def knative_executor(**kwargs: Any) -> FunctionExecutor:
     return function_executor(backend="knative", **kwargs)
 
 
+def code_engine_executor(**kwargs: Any) -> FunctionExecutor:
+    """``function_executor(backend='code_engine', ...)`` (needs wren-backend-codeengine)."""
+    return function_executor(backend="code_engine", **kwargs)
+
+
 def docker_executor(**kwargs: Any) -> FunctionExecutor:
     """``function_executor(backend='docker', ...)`` (needs wren-backend-docker)."""
     return function_executor(backend="docker", **kwargs)
@@ -1120,6 +1125,6 @@ def docker_executor(**kwargs: Any) -> FunctionExecutor:
 
 __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor", "Storage", "contains_futures",
-    "docker_executor", "function_executor", "ibm_cf_executor", "knative_executor",
+    "code_engine_executor", "docker_executor", "function_executor", "ibm_cf_executor", "knative_executor",
     "local_executor", "openwhisk_executor",
 ]

@@ -34,6 +34,7 @@ KNOWN_DISTRIBUTIONS = {
         "openwhisk": "wren-backend-openwhisk",
         "knative": "wren-backend-knative",
         "docker": "wren-backend-docker",
+        "code_engine": "wren-backend-codeengine",
     },
     "storage": {"ibm_cos": "wren-storage-cos"},
     "monitor": {"rabbitmq": "wren-core[rabbitmq]"},
