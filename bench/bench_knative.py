@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                     ok = [i for i, f in enumerate(futures) if not f.error]
                     assert [out[i] for i in ok] == ok
             stats = dict(ex.compute.dispatcher.stats)
-            invoker_threads = ex._invoker._threads if ex._invoker is not None else 0
+            invoker_threads = ex._dispatch._invoker._threads if ex._dispatch._invoker is not None else 0
     if engine is not None:
         engine.stop()
 

@@ -34,11 +34,11 @@ def wren_cold(items):
     with wren.function_executor(config={"localhost": {"worker_processes": os.cpu_count()}}) as fexec:
         fexec.get_result(fexec.map(noop, items), show_progressbar=False)
     elapsed = time.perf_counter() - t
-    from wren.compute.localhost import LocalPool
+    from wren.worker.pool import WorkerPool
 
-    for pool in list(LocalPool._pools.values()):  # the next cold run starts from nothing
+    for pool in list(WorkerPool._pools.values()):  # the next cold run starts from nothing
         pool.shutdown()
-    LocalPool._pools.clear()
+    WorkerPool._pools.clear()
     return elapsed
 
 

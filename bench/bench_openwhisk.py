@@ -75,7 +75,7 @@ def wait_accepted(emu: Emulator, n: int, timeout: float = 120) -> dict:
 def bench_backend(emu: Emulator, calls: int, max_workers: int) -> float:
     """``OpenWhiskBackend.invoke`` driven by wren's Invoker (what the executor runs)."""
     from wren.config import WrenConfig, parse_section
-    from wren.invoker import Invoker
+    from wren.client.invoker import Invoker
     from wren_backend_openwhisk import OpenWhiskBackend, OpenWhiskConfig
 
     cfg = parse_section(OpenWhiskConfig, "openwhisk", {"endpoint": emu.url, "namespace": "guest", "api_key": KEY})

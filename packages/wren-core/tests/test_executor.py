@@ -171,10 +171,10 @@ def test_worker_killed_mid_call():
         while slow.status != "running" and time.time() < deadline:
             time.sleep(0.02)
         # find the worker running it: the pool reports the head call as running
-        from wren.compute.localhost import LocalPool
+        from wren.worker.pool import WorkerPool
 
-        pool = LocalPool._pools[ex.compute.size]
-        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call["call_id"] == slow.call_id)
+        pool = WorkerPool._pools[ex.compute.size]
+        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call.call_id == slow.call_id)
         os.kill(worker.proc.pid, signal.SIGKILL)
         t0 = time.time()
         with pytest.raises(wren.WorkerDiedError, match="SIGKILL"):

@@ -204,8 +204,12 @@ def test_remote_invoker_fan_out_builds_the_backend_from_the_jobs_config(fresh_pm
             return [wren.ComputeBackendSpec("fan-out-test", _PlatformBackend, Section)]
 
     fresh_pm.register(Plugin())
-    job = {"job_key": "e-0/M000", "config": {"fan-out-test": {"endpoint": "http://127.0.0.1:9"}}}
-    calls = [{"call_id": f"{i:05d}"} for i in range(4)]
+    from wren.records import Call, Job
+
+    job = Job(executor_id="e-0", job_id="M000", job_key="e-0/M000", prefix="wren.jobs/e-0/M000", bucket="b",
+              storage={"name": "localhost", "config": {}}, func_key="wren.jobs/e-0/funcs/x.pickle",
+              config={"fan-out-test": {"endpoint": "http://127.0.0.1:9"}})
+    calls = [Call(f"{i:05d}") for i in range(4)]
     answer = handle_payload(encode({"job": job, "calls": calls, "remote_invoker": {"backend": "fan-out-test"}}))
     info = answer["remote_invoker"]
     assert info["error"] is None and info["started"] == 2

@@ -288,7 +288,10 @@ def test_publisher_reuses_one_connection_and_never_raises(broker):
     ch = conn.channel()
     queue = ch.queue_declare("", exclusive=True).method.queue
     secret = os.urandom(32)
-    job = {"job_key": "ex/M000", "secret": secret.hex()}
+    from wren.records import Job
+
+    job = Job(executor_id="ex", job_id="M000", job_key="ex/M000", prefix="wren.jobs/ex/M000", bucket="b",
+              storage={"name": "localhost", "config": {}}, func_key="f", secret=secret.hex())
     pub = RabbitMQPublisher({"monitor": "rabbitmq", "amqp_url": broker.url, "queue": queue})
     first = None
     for i in range(3):

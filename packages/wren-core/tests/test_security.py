@@ -68,17 +68,17 @@ def test_sections_of_unused_plugins_do_not_travel_with_jobs(monkeypatch):
         invoke = ex.compute.invoke
         monkeypatch.setattr(ex.compute, "invoke", lambda job, calls, ch: (sent.append(job), invoke(job, calls, ch))[1])
         assert ex.get_result(ex.map(len, ["ab", "c"])) == [2, 1]
-    assert sent and all(SECRET_PASSWORD not in repr(job) for job in sent)
+    assert sent and all(SECRET_PASSWORD not in repr(job.to_wire()) for job in sent)
     assert "rabbitmq" not in sent[0]["config"] and "localhost" in sent[0]["config"]
     assert sent[0]["config"]["wren"]["backend"] == "localhost"
     with wren.function_executor(backend="localhost", monitoring="rabbitmq") as ex:  # in use: it travels
-        assert ex._worker_config["rabbitmq"]["amqp_url"] == SECRET_URL
+        assert ex._submitter.worker_config["rabbitmq"]["amqp_url"] == SECRET_URL
 
 
 def test_signing_key_is_not_stored(tmp_path):
     with wren.function_executor(clean_on_exit=False, backend="localhost") as ex:
         ex.get_result(ex.map(len, [(b"z" * 100_000,)]))
-        secret = ex._secret
+        secret = ex._identity.secret
         blobs = [ex.storage_backend.get_object(ex.bucket, k) for k in ex.storage_backend.list_keys(ex.bucket, ex.prefix + "/")]
         assert blobs and not any(secret in b or secret.hex().encode() in b for b in blobs)
         ex.clean()

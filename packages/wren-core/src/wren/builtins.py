@@ -24,7 +24,7 @@ def wren_storage_backends() -> list[StorageBackendSpec]:
 
 @hookimpl
 def wren_monitors() -> list[MonitorSpec]:
-    from wren.monitor import StorageMonitor
+    from wren.monitors.storage import StorageMonitor
     from wren.monitors.rabbitmq import RabbitMQConfig, RabbitMQMonitor  # imports pika only when used
 
     return [MonitorSpec("storage", StorageMonitor, None, "list job prefixes in storage"),

@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from wren.config import load_config
-    from wren.executor import JOBS_PREFIX
+    from wren.keys import JOBS_PREFIX
     from wren.runtimes.metadata import STORAGE_PREFIX
     from wren.storage.client import build_storage
 
@@ -115,7 +115,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if args.all:
             removed += st.delete_prefix(bucket, "wren.cloudobjects/")
             removed += st.delete_prefix(bucket, STORAGE_PREFIX)  # cached runtime metadata
-    from wren import journal
+    from wren.client import journal
 
     for rec in journal.list_records():  # nothing is left to reattach to
         if rec.get("storage") == st.name and rec.get("bucket") == bucket:
@@ -159,7 +159,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print what the calls of a job printed (saved when its executor closed)."""
-    from wren import journal
+    from wren.client import journal
 
     root = journal.logs_dir()
     if not args.job:

@@ -9,15 +9,49 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wren import serialize
 from wren.errors import RemoteError, RemoteTraceback, WaitTimeoutError
 
-if TYPE_CHECKING:
-    from wren.executor import FunctionExecutor
-
 NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
+
+
+class FutureOwner(Protocol):
+    """What a future needs from the executor that waits for it (the future knows nothing else
+    of executors): where results are stored, how to wait, how to resolve returned futures."""
+
+    storage_backend: Any
+
+    def wait(self, fs: Any = None, return_when: Any = ..., throw_except: bool = True,
+             timeout: float | None = None, show_progressbar: bool = True) -> Any: ...
+
+    def resolve_nested(self, value: Any, throw_except: bool, timeout: float | None) -> Any: ...
+
+
+def rebuild_exception(status: dict[str, Any]) -> BaseException:
+    """The exception of a failed call's status record, with the remote traceback as its cause.
+    An exception that cannot be unpickled here becomes :class:`wren.RemoteError`."""
+    exc: BaseException | None = None
+    if status.get("exception") is not None:
+        try:
+            exc = pickle.loads(status["exception"])
+        except Exception:
+            exc = None
+    tb = status.get("traceback") or ""
+    if exc is None:
+        exc = RemoteError(
+            f"{status.get('exc_type', 'Exception')}: {status.get('exc_message', '')}",
+            status.get("exc_type", ""),
+            tb,
+        )
+    if tb:
+        exc.__cause__ = RemoteTraceback(tb)
+        try:
+            exc.remote_traceback = tb  # type: ignore[attr-defined]
+        except Exception:
+            pass
+    return exc
 
 
 def contains_futures(value: Any) -> bool:
@@ -52,7 +86,7 @@ class ResponseFuture:
         self._exception: BaseException | None = None
         self._decoded = False
         self._read = False  # result handed to the user by get_result
-        self._executor: FunctionExecutor | None = None
+        self._executor: FutureOwner | None = None
         self._secret: bytes | None = None
         self._lock = threading.Lock()
         self.stats: dict[str, Any] = {}
@@ -154,39 +188,18 @@ class ResponseFuture:
                 storage = self._storage()
                 blob = storage.get_object(self.bucket, status["result_key"])
                 data = serialize.verify(self._secret_bytes(), blob, "a stored result")
+            if data is None:
+                raise RuntimeError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
             value = serialize.loads(data, f"the result of call {self.call_id}")
             self.stats["host_result_done_tstamp"] = time.time()
             with self._lock:
                 self._result = value
                 self._decoded = True
         else:
-            exc = self._rebuild_exception(status)
+            exc = rebuild_exception(status)
             with self._lock:
                 self._exception = exc
                 self._decoded = True
-
-    @staticmethod
-    def _rebuild_exception(status: dict[str, Any]) -> BaseException:
-        exc: BaseException | None = None
-        if status.get("exception") is not None:
-            try:
-                exc = pickle.loads(status["exception"])
-            except Exception:
-                exc = None
-        tb = status.get("traceback") or ""
-        if exc is None:
-            exc = RemoteError(
-                f"{status.get('exc_type', 'Exception')}: {status.get('exc_message', '')}",
-                status.get("exc_type", ""),
-                tb,
-            )
-        if tb:
-            exc.__cause__ = RemoteTraceback(tb)
-            try:
-                exc.remote_traceback = tb  # type: ignore[attr-defined]
-            except Exception:
-                pass
-        return exc
 
     def _storage(self) -> Any:
         if self._executor is None:
@@ -226,7 +239,7 @@ class ResponseFuture:
                 raise self._exception
             return None
         if self._status and self._status.get("futures") and self._executor is not None:
-            return self._executor._resolve_nested(self._result, throw_except, timeout)
+            return self._executor.resolve_nested(self._result, throw_except, timeout)
         return self._result
 
     def logs(self) -> str:

@@ -6,12 +6,8 @@ keyword arguments, anything else (a list included) is passed as the one argument
 ``storage`` and ``obj`` are reserved: the worker fills them (the call's index, a
 :class:`wren.Storage` client, the object partition).
 
-Records sent to the worker runtime::
-
-    job  = {"job_key", "prefix", "bucket", "storage", "func_key", "secret", "data_key",
-            "python", "wren", "timeout", "extra_env", "store_results", "reserved", "config", ...}
-    call = {"call_id": "00007", "data": bytes | None, "data_range": (first, last) | None,
-            "obj": {...} | None}
+The records sent to the worker runtime are :class:`wren.records.Job` and
+:class:`wren.records.Call`.
 """
 from __future__ import annotations
 
@@ -19,12 +15,15 @@ import collections.abc
 import inspect
 import types
 from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from wren import serialize
 from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
 
 RESERVED = ("id", "storage", "obj")
+
+#: One call's arguments: ``(args, kwargs)``.
+CallArgs = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def check_function(func: Any) -> None:
@@ -180,8 +179,3 @@ def pack_calls(
             chunks.append(signed)
             offset += len(signed)
     return inline, (b"".join(chunks) if chunks else None), ranges
-
-
-def iter_calls(n: int) -> Iterable[str]:
-    width = max(5, len(str(n - 1)))
-    return (str(i).zfill(width) for i in range(n))

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 
 from wren import job as jobmod
 from wren.errors import InvalidInputError, StorageNoSuchBucketError, StorageNoSuchKeyError
+from wren.records import Job
 
 URL_SCHEMES = ("http", "https")
 READ_BLOCK = 256 * 1024
@@ -92,7 +93,7 @@ class _Resolver:
         from wren.plugins import get_registry
 
         registry = get_registry()
-        owners = {}
+        owners: dict[str, str] = {}
         for name, claims in registry.provided("storage").items():
             for claim in claims:
                 for s in getattr(claim.spec.backend_class, "schemes", ()):
@@ -541,7 +542,7 @@ _storages: dict[str, Any] = {}
 _storages_lock = threading.Lock()
 
 
-def _storage_on_worker(name: str, storage: Any, job: dict[str, Any]) -> Any:
+def _storage_on_worker(name: str, storage: Any, job: Job) -> Any:
     if storage is not None and getattr(storage, "name", None) == name:
         return storage
     with _storages_lock:
@@ -549,12 +550,12 @@ def _storage_on_worker(name: str, storage: Any, job: dict[str, Any]) -> Any:
             from wren.config import load_config
             from wren.storage.client import build_storage
 
-            cfg = load_config(job.get("config") or {}, read_file=False, read_env=False)
+            cfg = load_config(job.config or {}, read_file=False, read_env=False)
             _storages[name] = build_storage(cfg, name)
         return _storages[name]
 
 
-def make_obj(spec: dict[str, Any], storage: Any, job: dict[str, Any]) -> PartitionedObject:
+def make_obj(spec: dict[str, Any], storage: Any, job: Job) -> PartitionedObject:
     """Build the ``obj`` argument from a partition record (on the worker)."""
     if spec.get("url"):
         url = spec["url"]

@@ -43,6 +43,19 @@ def sign(secret: bytes, payload: bytes) -> bytes:
     return MAGIC + hmac.new(secret, payload, hashlib.sha256).digest() + payload
 
 
+def derive_secret(root_id: str, root_secret: bytes, executor_id: str) -> bytes | None:
+    """Key of executor ``executor_id`` nested under root executor ``root_id``: an HMAC chain
+    from the root's key over the nested id's parts (``None`` when it is not nested there)."""
+    if executor_id == root_id:
+        return root_secret
+    if not executor_id.startswith(root_id + "."):
+        return None
+    secret = root_secret
+    for part in executor_id[len(root_id) + 1:].split("."):
+        secret = hmac.new(secret, part.encode(), hashlib.sha256).digest()
+    return secret
+
+
 def verify(secret: bytes, blob: bytes, what: str) -> bytes:
     """Return the payload of a signed envelope, or raise if the signature does not match."""
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _TAG:
@@ -272,7 +285,7 @@ def _imports_of(module: types.ModuleType) -> set[str]:
         tree = ast.parse(open(path, "rb").read(), filename=path)
     except (OSError, SyntaxError):
         return set()
-    names = set()
+    names: set[str] = set()
     package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

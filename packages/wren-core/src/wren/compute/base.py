@@ -10,8 +10,9 @@ Writing a compute backend
 1. Subclass :class:`ComputeBackend`; set ``name`` and ``config_class`` (a dataclass whose fields
    are the keys of the config section named after the backend).
 2. Implement :meth:`invoke`: start each call (an HTTP POST, a container exec...) so that the
-   worker runtime receives ``{"job": job, "call": call}``. Return as soon as the calls are on
-   their way; raise :class:`wren.errors.InvocationError` (or report through
+   worker runtime receives ``{"job": job, "calls": [call, ...]}`` (typed records from
+   :mod:`wren.records`; :func:`wren.worker.protocol.dumps` gives their JSON wire form).
+   Return as soon as the calls are on their way; raise :class:`wren.errors.InvocationError` (or report through
    ``channel.failed``) for a call that cannot be delivered, with a message that says why.
 3. Results come back through storage: the runtime writes a status record per call under the
    job's prefix, and the executor's monitor finds it by listing. A backend with a faster way
@@ -33,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 from collections.abc import Sequence
 
 from wren.config import WrenConfig
+from wren.records import Call, Job
 
 
 class ResultChannel(Protocol):
@@ -87,13 +89,12 @@ class ComputeBackend(abc.ABC):
         """Get ready to invoke (connect, warm a pool). Called once, before the first invoke."""
 
     @abc.abstractmethod
-    def invoke(
-        self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel
-    ) -> None:
-        """Start ``calls`` of ``job`` (see :mod:`wren.job` for both records)."""
+    def invoke(self, job: Job, calls: Sequence[Call], channel: ResultChannel) -> None:
+        """Start ``calls`` of ``job`` (the records are described in :mod:`wren.records`;
+        send them with :func:`wren.worker.protocol.dumps`)."""
 
     def invoke_from_platform(
-        self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel, spec: dict[str, Any]
+        self, job: Job, calls: Sequence[Call], channel: ResultChannel, spec: dict[str, Any]
     ) -> None:
         """Start ``calls`` from inside the platform (a remote-invoker activation, see
         :mod:`wren.worker.fanout`): like :meth:`invoke`, but never through another remote

@@ -44,10 +44,12 @@ from typing import TYPE_CHECKING, Any
 from wren import serialize
 from wren.config import secret_field
 from wren.errors import BackendNotInstalledError, ConfigError
-from wren.monitor import EventPublisher, Monitor, StorageMonitor
+from wren.monitor import EventPublisher, Monitor
+from wren.monitors.storage import StorageMonitor
 
 if TYPE_CHECKING:
     from wren.future import ResponseFuture
+    from wren.records import Job
 
 logger = logging.getLogger("wren.monitor.rabbitmq")
 worker_logger = logging.getLogger("wren.worker.rabbitmq")
@@ -219,10 +221,10 @@ class RabbitMQMonitor(Monitor):
     def queue(self) -> str | None:
         return self._queue
 
-    def job_events(self, job: dict[str, Any]) -> dict[str, Any] | None:
+    def job_events(self, job: Job) -> dict[str, Any] | None:
         with self._lock:
             if self._state == _NEW:
-                self._queue = queue_name(job["executor_id"])
+                self._queue = queue_name(job.executor_id)
                 self._state = _CONNECTING
                 self._thread = threading.Thread(target=self._run, name="wren-rabbitmq", daemon=True)
                 self._thread.start()
@@ -232,7 +234,7 @@ class RabbitMQMonitor(Monitor):
         with self._lock:
             if self._state != _UP:
                 return None
-            self._event_jobs.add(job["job_key"])
+            self._event_jobs.add(job.job_key)
         c = self.config
         return {
             "monitor": NAME,
@@ -360,7 +362,7 @@ class RabbitMQMonitor(Monitor):
 
     def _handle(self, props: Any, body: bytes) -> None:
         headers = props.headers or {}
-        key = (_text(headers.get("job_key")), _text(headers.get("call_id")))
+        key = (_text(headers.get("job_key")) or "", _text(headers.get("call_id")) or "")
         with self._lock:
             f = self._pending.get(key)
         if f is None:  # finished already (found in storage), or not ours
@@ -437,10 +439,10 @@ class RabbitMQMonitor(Monitor):
                     continue
                 for k in keys:
                     cid = _status_call_id(prefix, k)
-                    f = calls.get(cid) if cid is not None and k not in self._seen else None
-                    if f is not None:
+                    match = calls.get(cid) if cid is not None and k not in self._seen else None
+                    if match is not None:
                         self._seen.add(k)
-                        found.append((f, k))
+                        found.append((match, k))
             if found:
                 logger.debug("no RabbitMQ event for a while; found %d status record(s) in storage", len(found))
                 with concurrent.futures.ThreadPoolExecutor(min(16, len(found))) as pool:
@@ -522,15 +524,15 @@ class RabbitMQPublisher(EventPublisher):
         except Exception:
             pass
 
-    def publish(self, job: dict[str, Any], event: str, status: dict[str, Any] | None) -> None:
+    def publish(self, job: Job, event: str, status: dict[str, Any] | None) -> None:
         pika = _pika()
         call_id = (status or {}).get("call_id")
         body = b""
         if event == "finish" and status is not None:
-            body = serialize.sign(bytes.fromhex(job["secret"]), pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
+            body = serialize.sign(bytes.fromhex(job.secret), pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
         props = pika.BasicProperties(
             type=event, delivery_mode=1, content_type="application/x-wren-status",
-            headers={"job_key": job["job_key"], "call_id": call_id},
+            headers={"job_key": job.job_key, "call_id": call_id},
         )
         with self._lock:
             if os.getpid() != self._pid:  # forked: the parent's connection is not ours to use

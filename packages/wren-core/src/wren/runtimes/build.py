@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from wren.errors import ConfigError, WrenError
-from wren.worker.runtime import PYTHON_VERSION as _PY
+from wren.version import PYTHON_VERSION as _PY
 
 logger = logging.getLogger("wren.runtimes")
 

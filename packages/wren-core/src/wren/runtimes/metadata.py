@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wren.errors import VersionMismatchError, WrenError
-from wren.worker.runtime import PYTHON_VERSION as _PY
+from wren.version import PYTHON_VERSION as _PY
 
 _MARK = "WREN-METADATA:"
 logger = logging.getLogger("wren.runtimes")

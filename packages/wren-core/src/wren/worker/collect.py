@@ -8,9 +8,9 @@ from typing import Any
 
 from wren import serialize
 from wren.errors import CallTimeoutError
-from wren.future import ResponseFuture
+from wren.future import rebuild_exception
+from wren.keys import parse_status_key
 from wren.worker import context
-from wren.worker.runtime import parse_status_key
 
 _RETRYABLE = ("worker_died", "timeout", "system")
 
@@ -52,7 +52,7 @@ def collect_results(storage: Any, bucket: str, refs: list[tuple[str, str]], time
                 names = policy["retry_on"]
                 retried = kind in _RETRYABLE or exc_type in names or exc_type.rsplit(".", 1)[-1] in names
                 if not retried or parsed[1] >= policy["retries"]:
-                    raise ResponseFuture._rebuild_exception(status)
+                    raise rebuild_exception(status)
         missing = len(refs) - len(found)
         if not missing:
             break

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from wren.records import Call, Job
+
 logger = logging.getLogger("wren.worker")
 
 
@@ -37,7 +39,7 @@ class _Failures:
         pass
 
 
-def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, Any],
+def fan_out(job: Job | dict[str, Any], calls: list[Call] | list[dict[str, Any]], spec: dict[str, Any],
             deadline: float | None = None) -> dict[str, Any]:
     """Start ``calls`` through backend ``spec["backend"]``; never raises. ``deadline`` (epoch
     seconds: when the platform stops this activation) reaches the backend as
@@ -48,10 +50,12 @@ def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, An
     from wren.plugins import get_registry
 
     t0 = time.monotonic()
-    name = spec.get("backend")
+    job = Job.from_wire(job)
+    calls = [Call.from_wire(c) for c in calls]
+    name = str(spec.get("backend"))
     failures = _Failures()
     try:
-        cfg = load_config(job.get("config") or {}, read_file=False, read_env=False)
+        cfg = load_config(job.config or {}, read_file=False, read_env=False)
         plugin = get_registry().get("compute", name)
         section = parse_section(plugin.config_class, name, cfg.section(name)) if plugin.config_class else None
         backend = plugin.backend_class(section, cfg.wren)
@@ -65,7 +69,7 @@ def fan_out(job: dict[str, Any], calls: list[dict[str, Any]], spec: dict[str, An
     except Exception as exc:  # noqa: BLE001 - the calls' fate is unknown: all are reported (retries may re-send)
         logger.warning("remote invoker: %s", exc)
         for call in calls:
-            failures.failed(job["job_key"], call["call_id"], exc)
+            failures.failed(job.job_key, call.call_id, exc)
     finally:
         backend.close()
     failed = [{"call_id": cid, "error": err} for cid, err in failures.errors.items()]

@@ -1,7 +1,9 @@
 """The invocation payload on the wire: JSON, with bytes as ``{"__b64__": "..."}``.
 
 Backends send ``encode({"job": job, "calls": [call, ...]})`` as the body (or OpenWhisk action
-parameters); the worker's HTTP entry point decodes it. No pickle in the envelope: the only
+parameters), where ``job`` and the calls are :class:`wren.records.Job` and
+:class:`wren.records.Call` (sent in their versioned wire form); the worker's HTTP entry point
+decodes it. No pickle in the envelope: the only
 pickled parts are the signed function, data and results that the runtime verifies.
 """
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 
 
 def _enc(obj: Any) -> Any:
+    to_wire = getattr(obj, "to_wire", None)
+    if to_wire is not None:  # a wren.records.Job or Call
+        obj = to_wire()
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return {"__b64__": base64.b64encode(bytes(obj)).decode("ascii")}
     if isinstance(obj, dict):
@@ -31,12 +36,13 @@ def _dec(obj: Any) -> Any:
     return obj
 
 
-def encode(payload: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-safe copy of ``payload``."""
+def encode(payload: Any) -> Any:
+    """A JSON-safe copy of ``payload`` (records in their wire form, bytes as base64)."""
     return _enc(payload)
 
 
-def decode(payload: dict[str, Any]) -> dict[str, Any]:
+def decode(payload: Any) -> Any:
+    """The inverse of :func:`encode` (records stay in their wire form: dicts)."""
     return _dec(payload)
 
 

@@ -3,7 +3,8 @@
 ``WorkerRuntime.run(job, call)`` fetches (and verifies) the function and the call's data, binds
 the reserved parameters, runs the function with ``extra_env`` and captured stdout/stderr, and
 produces the call's status record, which it also writes to storage when the job asks for it.
-Backends deliver ``{"job": ..., "call": ...}`` to it: the localhost pool through a pipe,
+Backends deliver a :class:`wren.records.Job` and its :class:`wren.records.Call` records (or
+their wire form) to it: the localhost pool through a pipe,
 containers through :mod:`wren.worker.__main__`.
 """
 from __future__ import annotations
@@ -29,41 +30,14 @@ from wren.errors import (
     VersionMismatchError,
     WorkerDiedError,
 )
-from wren.version import __version__
+from wren.keys import result_key, status_key
+from wren.records import Call, Job
+from wren.version import PYTHON_VERSION, __version__
 from wren.worker import context
 
-PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def _attempt_suffix(attempt: int) -> str:
-    return f".r{attempt}" if attempt else ""
-
-
-def status_key(prefix: str, call_id: str, attempt: int = 0) -> str:
-    """Each attempt of a call writes its own status (and result), so a call that runs twice
-    (a retry, a speculative copy) never overwrites or corrupts another attempt's record."""
-    return f"{prefix}/{call_id}{_attempt_suffix(attempt)}.status"
-
-
-def result_key(prefix: str, call_id: str, attempt: int = 0) -> str:
-    return f"{prefix}/{call_id}{_attempt_suffix(attempt)}.result"
-
-
-def parse_status_key(prefix: str, key: str) -> tuple[str, int] | None:
-    """``(call_id, attempt)`` of a status key under ``prefix``, or ``None``."""
-    if not key.endswith(".status") or not key.startswith(prefix + "/"):
-        return None
-    name = key[len(prefix) + 1: -len(".status")]
-    call_id, _, attempt = name.partition(".r")
-    if "/" in call_id:
-        return None
-    try:
-        return call_id, int(attempt or 0)
-    except ValueError:
-        return None
-
-
-def _exception_payload(exc: BaseException) -> dict[str, Any]:
+def exception_payload(exc: BaseException) -> dict[str, Any]:
+    """The fields of a status record that describe a failure: type, message, traceback and
+    the pickled exception (``None`` when it cannot travel)."""
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     payload: dict[str, Any] = {
         "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -144,8 +118,8 @@ class WorkerRuntime:
         self.host = socket.gethostname()
 
     # -- caches ---------------------------------------------------------------------------------
-    def storage_for(self, job: dict[str, Any]) -> Any:
-        spec = job["storage"]
+    def storage_for(self, job: Job) -> Any:
+        spec = job.storage
         key = repr(sorted(spec["config"].items())) + spec["name"]
         with self._lock:
             st = self._storages.get(key)
@@ -184,16 +158,16 @@ class WorkerRuntime:
         sys.path.insert(0, target)
         self._module_dirs[func_hash] = target
 
-    def load_function(self, job: dict[str, Any], storage: Any, secret: bytes) -> Any:
-        cache_key = (job["func_key"], job["secret"])
+    def load_function(self, job: Job, storage: Any, secret: bytes) -> Any:
+        cache_key = (job.func_key, job.secret)
         with self._lock:
             if cache_key in self._funcs:
                 self._funcs.move_to_end(cache_key)
                 return self._funcs[cache_key]
-        blob = storage.get_object(job["bucket"], job["func_key"])
+        blob = storage.get_object(job.bucket, job.func_key)
         package = pickle.loads(serialize.verify(secret, blob, "the stored function"))
         if package.get("modules"):
-            self._unpack_modules(job["func_key"].rsplit("/", 1)[-1], package["modules"], package["module_names"])
+            self._unpack_modules(job.func_key.rsplit("/", 1)[-1], package["modules"], package["module_names"])
         func = serialize.loads(package["func"], "the function")
         with self._lock:
             self._funcs[cache_key] = func
@@ -201,24 +175,32 @@ class WorkerRuntime:
                 self._funcs.popitem(last=False)
         return func
 
-    def load_data(self, job: dict[str, Any], call: dict[str, Any], storage: Any, secret: bytes) -> tuple:
-        if call.get("data") is not None:
-            raw = call["data"]
+    def load_data(self, job: Job, call: Call, storage: Any, secret: bytes) -> tuple:
+        if call.data is not None:
+            raw = call.data
         else:
-            first, last = call["data_range"]
-            blob = storage.get_object(job["bucket"], job["data_key"], (first, last))
+            assert call.data_range is not None and job.data_key is not None
+            first, last = call.data_range
+            blob = storage.get_object(job.bucket, job.data_key, (first, last))
             raw = serialize.verify(secret, blob, "the stored call data")
         return serialize.loads(raw, "the call's data")
 
     # -- running a call -------------------------------------------------------------------------
-    def run(self, job: dict[str, Any], call: dict[str, Any], write_status: bool | None = None) -> dict[str, Any]:
-        """Run one call and return its status record (written to storage when asked)."""
+    def run(
+        self, job: Job | dict[str, Any], call: Call | dict[str, Any], write_status: bool | None = None
+    ) -> dict[str, Any]:
+        """Run one call and return its status record (written to storage when asked).
+
+        Thread-safe, but calls must not share a process with the client: ``extra_env`` changes
+        the process's environment while a call runs, and a call may exit the process."""
         t_start = time.time()
         cold, self.cold = self.cold, False
-        call_id = call["call_id"]
-        attempt = int(call.get("attempt") or 0)
+        job = Job.from_wire(job)
+        call = Call.from_wire(call)
+        call_id = call.call_id
+        attempt = call.attempt
         status: dict[str, Any] = {
-            "job_key": job["job_key"],
+            "job_key": job.job_key,
             "call_id": call_id,
             "attempt": attempt,
             "success": False,
@@ -234,31 +216,31 @@ class WorkerRuntime:
         status["stats"] = stats
         logs = io.StringIO()
         storage = None
-        secret = bytes.fromhex(job["secret"])
+        secret = bytes.fromhex(job.secret)
         publisher = self.publisher_for(job)
         if publisher is not None:
-            self._publish(publisher, job, "start", {"job_key": job["job_key"], "call_id": call_id})
+            self._publish(publisher, job, "start", {"job_key": job.job_key, "call_id": call_id})
         try:
-            if job.get("python") and job["python"] != PYTHON_VERSION:
+            if job.python and job.python != PYTHON_VERSION:
                 raise VersionMismatchError(
-                    f"the client runs Python {job['python']} but this runtime has Python {PYTHON_VERSION}: "
-                    f"use a runtime built for Python {job['python']} (wren runtime build)"
+                    f"the client runs Python {job.python} but this runtime has Python {PYTHON_VERSION}: "
+                    f"use a runtime built for Python {job.python} (wren runtime build)"
                 )
             storage = self.storage_for(job)
             func = self.load_function(job, storage, secret)
             args, kwargs = self.load_data(job, call, storage, secret)
             kwargs = dict(kwargs)
-            reserved = job.get("reserved") or {}
+            reserved = job.reserved or {}
             if reserved.get("id"):
                 kwargs.setdefault("id", int(call_id))
             if reserved.get("storage"):
                 from wren.storage.client import Storage
 
                 kwargs.setdefault("storage", Storage(storage_backend=storage))
-            if reserved.get("obj") and call.get("obj") is not None:
+            if reserved.get("obj") and call.obj is not None:
                 from wren.partitioner import make_obj
 
-                kwargs["obj"] = make_obj(call["obj"], storage, job)
+                kwargs["obj"] = make_obj(call.obj, storage, job)
             stats["worker_func_start_tstamp"] = time.time()
             result = self._call(func, args, kwargs, job, call, logs)
             stats["worker_func_end_tstamp"] = time.time()
@@ -269,11 +251,11 @@ class WorkerRuntime:
             data = serialize.dumps(result, f"the result of call {call_id} (type {type(result).__name__})")
             stats["func_result_size"] = len(data)
             status["success"] = True
-            if len(data) <= job.get("inline_result_limit", 65536) and not job.get("result_in_storage"):
+            if len(data) <= job.inline_result_limit and not job.result_in_storage:
                 status["result"] = data
             else:
-                status["result_key"] = result_key(job["prefix"], call_id, attempt)
-                storage.put_object(job["bucket"], status["result_key"], serialize.sign(secret, data))
+                status["result_key"] = result_key(job.prefix, call_id, attempt)
+                storage.put_object(job.bucket, status["result_key"], serialize.sign(secret, data))
         except BaseException as exc:  # the user's exception, or ours: both become the status
             stats.setdefault("worker_func_end_tstamp", time.time())
             if isinstance(exc, SystemExit):
@@ -290,22 +272,22 @@ class WorkerRuntime:
             else:
                 err = exc
                 status["error_kind"] = "user"
-            status.update(_exception_payload(err))
+            status.update(exception_payload(err))
         logs_text = logs.getvalue()
         if len(logs_text) > self.MAX_LOG_CHARS:
             logs_text = logs_text[-self.MAX_LOG_CHARS:]
         status["logs"] = logs_text
         stats["worker_end_tstamp"] = time.time()
         if write_status is None:
-            write_status = job.get("store_results", True)
+            write_status = job.store_results
         if write_status:
             self.write_status(job, status, storage)
         if publisher is not None:
             self._publish(publisher, job, "finish", status)
         return status
 
-    def publisher_for(self, job: dict[str, Any]) -> Any:
-        events = job.get("events")
+    def publisher_for(self, job: Job) -> Any:
+        events = job.events
         if not events:
             return None
         key = repr(sorted((k, str(v)) for k, v in events.items()))
@@ -327,7 +309,7 @@ class WorkerRuntime:
         return pub
 
     @staticmethod
-    def _publish(publisher: Any, job: dict[str, Any], event: str, status: dict[str, Any] | None) -> None:
+    def _publish(publisher: Any, job: Job, event: str, status: dict[str, Any] | None) -> None:
         try:
             publisher.publish(job, event, status)
         except Exception as exc:
@@ -335,28 +317,30 @@ class WorkerRuntime:
 
             logging.getLogger("wren.worker").warning("publishing %s event failed: %s", event, exc)
 
-    def write_status(self, job: dict[str, Any], status: dict[str, Any], storage: Any = None) -> None:
+    def write_status(self, job: Job, status: dict[str, Any], storage: Any = None) -> None:
+        """Sign ``status`` with the job's key and store it where the client looks for it."""
+        job = Job.from_wire(job)
         storage = storage or self.storage_for(job)
-        secret = bytes.fromhex(job["secret"])
+        secret = bytes.fromhex(job.secret)
         body = serialize.sign(secret, pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
         storage.put_object(
-            job["bucket"], status_key(job["prefix"], status["call_id"], status.get("attempt", 0)), body
+            job.bucket, status_key(job.prefix, status["call_id"], status.get("attempt", 0)), body
         )
 
-    def _call(self, func: Any, args: tuple, kwargs: dict, job: dict, call: dict, logs: io.StringIO) -> Any:
-        extra_env = job.get("extra_env") or {}
+    def _call(self, func: Any, args: tuple, kwargs: dict, job: Job, call: Call, logs: io.StringIO) -> Any:
+        extra_env = job.extra_env or {}
         saved_env = {k: os.environ.get(k) for k in extra_env}
         out, err = _install_tees()
-        ctx = {
-            "config": job.get("config"),
-            "executor_id": job["executor_id"],
-            "executor_prefix": job["executor_prefix"],
-            "root_id": job["root_id"],
-            "root_secret": job["root_secret"],
-            "secret": job["secret"],
-            "retry_policy": {"retries": job.get("retries", 0), "retry_on": job.get("retry_on", [])},
-            "job_id": job["job_id"],
-            "call_id": call["call_id"],
+        ctx: dict[str, Any] = {
+            "config": job.config,
+            "executor_id": job.executor_id,
+            "executor_prefix": job.executor_prefix,
+            "root_id": job.root_id,
+            "root_secret": job.root_secret,
+            "secret": job.secret,
+            "retry_policy": {"retries": job.retries, "retry_on": job.retry_on},
+            "job_id": job.job_id,
+            "call_id": call.call_id,
             "executors": [],
         }
         out.capture(logs)

@@ -1,7 +1,7 @@
 """Running calls under supervision inside a container: a warm pool of worker processes.
 
 The container entry point (:mod:`wren.worker.__main__`) hands each call to the same pool the
-localhost backend uses (:class:`wren.compute.localhost.LocalPool`): fresh interpreters started
+localhost backend uses (:class:`wren.worker.pool.WorkerPool`): fresh interpreters started
 once, which keep their imports, storage clients and unpickled functions warm between calls. The
 pool enforces the timeout by killing the worker and notices a worker that dies (out of memory,
 ``os._exit``, a signal); the supervisor then writes that call's status record itself, so every
@@ -18,7 +18,10 @@ import threading
 import time
 from typing import Any
 
-from wren.worker.runtime import _exception_payload, get_runtime
+from wren.errors import error_kind
+from wren.records import Call, Job
+from wren.worker.pool import Task, WorkerPool
+from wren.worker.runtime import exception_payload, get_runtime
 
 logger = logging.getLogger("wren.worker")
 
@@ -27,10 +30,8 @@ def pool_size() -> int:
     return int(os.environ.get("WREN_WORKER_CONCURRENCY", "0") or 0) or (os.cpu_count() or 1)
 
 
-def get_pool() -> Any:
-    from wren.compute.localhost import LocalPool
-
-    pool = LocalPool.shared(pool_size(), 1)
+def get_pool() -> WorkerPool:
+    pool = WorkerPool.shared(pool_size(), 1)
     pool.wait_started()
     return pool
 
@@ -38,9 +39,9 @@ def get_pool() -> Any:
 class _Calls:
     """The result channel of one payload: collects a summary per call."""
 
-    def __init__(self, job: dict[str, Any], calls: list[dict[str, Any]]):
+    def __init__(self, job: Job, calls: list[Call]):
         self.job = job
-        self.attempts = {c["call_id"]: int(c.get("attempt") or 0) for c in calls}
+        self.attempts = {c.call_id: c.attempt for c in calls}
         self.n = len(calls)
         self.summaries: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
@@ -61,8 +62,6 @@ class _Calls:
         pass
 
     def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
-        from wren.errors import error_kind
-
         now = time.time()
         runtime = get_runtime()
         status = {
@@ -74,7 +73,7 @@ class _Calls:
             "error_kind": error_kind(error),
             "logs": "",
             "stats": {"worker_start_tstamp": now, "worker_end_tstamp": now, "worker_host": runtime.host},
-            **_exception_payload(error),
+            **exception_payload(error),
         }
         try:
             runtime.write_status(self.job, status)
@@ -88,24 +87,23 @@ class _Calls:
 
 
 def run_calls(
-    job: dict[str, Any], calls: list[dict[str, Any]], return_status: bool = False
+    job: Job | dict[str, Any], calls: list[Call] | list[dict[str, Any]], return_status: bool = False
 ) -> list[dict[str, Any]]:
     """Run ``calls`` of ``job`` on the warm pool and wait for all; returns a summary per call,
     or with ``return_status`` each call's full status record. The records are in storage
     afterwards too, whatever happened to the workers."""
-    from wren.compute.localhost import _Task
-
     pool = get_pool()
-    job = dict(job, store_results=True)
-    channel = _Calls(job, calls)
+    job = Job.from_wire(job).replace(store_results=True)
+    records = [Call.from_wire(c) for c in calls]
+    channel = _Calls(job, records)
     owner = f"payload-{id(channel)}"
-    pool.submit(owner, pool.size, [_Task(owner, job, c, channel) for c in calls])
+    pool.submit(owner, pool.size, [Task(owner, job, c, channel) for c in records])
     channel.done.wait()
     pool.forget_owner(owner)
     source = channel.statuses if return_status else channel.summaries
-    return [source[c["call_id"]] for c in calls]
+    return [source[c.call_id] for c in records]
 
 
-def run_supervised(job: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+def run_supervised(job: Job | dict[str, Any], call: Call | dict[str, Any]) -> dict[str, Any]:
     """Run one call (see :func:`run_calls`)."""
-    return run_calls(job, [call])[0]
+    return run_calls(job, [Call.from_wire(call)])[0]

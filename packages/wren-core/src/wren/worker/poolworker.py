@@ -1,4 +1,4 @@
-"""Entry point of a localhost pool worker: ``python -m wren.compute._localworker FD``.
+"""Entry point of a localhost pool worker: ``python -m wren.worker.poolworker FD``.
 
 Reads ``("job", key, record)``, ``("call", key, record)``, ``("forget", key, _)`` and
 ``("exit", _, _)`` messages from the socket ``FD`` and answers each call with its status record.

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from wren.errors import InvalidInputError
+from wren.future import INVOKED, ResponseFuture
+from wren.keys import call_ids
 
 
 def wren_home() -> Path:
@@ -63,7 +65,8 @@ def write(record: dict[str, Any]) -> None:
 def read(executor_id: str) -> dict[str, Any]:
     p = _path(executor_id)
     try:
-        return json.loads(p.read_text())
+        record: dict[str, Any] = json.loads(p.read_text())
+        return record
     except FileNotFoundError:
         known = sorted(x.stem for x in journal_dir().glob("*.json")) if journal_dir().is_dir() else []
         raise InvalidInputError(
@@ -90,3 +93,23 @@ def list_records() -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def futures_of(rec: dict[str, Any], bucket: str, storage_name: str) -> list[ResponseFuture]:
+    """The futures of every call of the executor recorded in ``rec``, to reattach to, checked
+    against the storage of the executor that reattaches."""
+    if rec["storage"] != storage_name or rec["bucket"] != bucket:
+        raise InvalidInputError(
+            f"executor {rec['executor_id']} kept its data in storage {rec['storage']!r} bucket {rec['bucket']!r}; "
+            f"attach from an executor configured with that storage (this one uses "
+            f"{storage_name!r} bucket {bucket!r})"
+        )
+    secret = bytes.fromhex(rec["secret"])
+    futures = []
+    for job_id, meta in sorted(rec["jobs"].items()):
+        for call_id in call_ids(meta["calls"]):
+            f = ResponseFuture(rec["executor_id"], job_id, call_id, f"{rec['prefix']}/{job_id}", rec["bucket"], meta["kind"])
+            f._secret = secret
+            f._mark(INVOKED)
+            futures.append(f)
+    return futures

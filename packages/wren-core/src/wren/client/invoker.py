@@ -11,9 +11,9 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from typing import Any
 
 from wren.compute.base import ComputeBackend, ResultChannel
+from wren.records import Call, Job
 
 logger = logging.getLogger("wren.invoker")
 
@@ -23,7 +23,7 @@ class Invoker:
         self.backend = backend
         self.max_workers = max_workers
         self.channel = channel
-        self._queue: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = collections.deque()
+        self._queue: collections.deque[tuple[Job, Call]] = collections.deque()
         self._in_flight: set[tuple[str, str]] = set()
         self._cond = threading.Condition()
         self._stopped = False
@@ -32,7 +32,7 @@ class Invoker:
         self._thread = threading.Thread(target=self._loop, name="wren-invoker", daemon=True)
         self._thread.start()
 
-    def submit(self, job: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+    def submit(self, job: Job, calls: list[Call]) -> None:
         with self._cond:
             self._queue.extend((job, c) for c in calls)
             self._cond.notify_all()
@@ -46,7 +46,7 @@ class Invoker:
     def cancel(self, job_key: str) -> int:
         with self._cond:
             before = len(self._queue)
-            self._queue = collections.deque(x for x in self._queue if x[0]["job_key"] != job_key)
+            self._queue = collections.deque(x for x in self._queue if x[0].job_key != job_key)
             return before - len(self._queue)
 
     def stop(self) -> None:
@@ -69,20 +69,20 @@ class Invoker:
                     return
                 free = self.max_workers - len(self._in_flight)
                 batch_job = self._queue[0][0]
-                batch = []
+                batch: list[Call] = []
                 while self._queue and len(batch) < free and self._queue[0][0] is batch_job and len(batch) < 256:
                     _, call = self._queue.popleft()
                     batch.append(call)
-                    self._in_flight.add((batch_job["job_key"], call["call_id"]))
+                    self._in_flight.add((batch_job.job_key, call.call_id))
             # split into pieces so several delivery threads work at once
             step = max(1, -(-len(batch) // self._threads))
             for i in range(0, len(batch), step):
                 self._pool.submit(self._deliver, batch_job, batch[i: i + step])
 
-    def _deliver(self, job: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+    def _deliver(self, job: Job, calls: list[Call]) -> None:
         try:
             self.backend.invoke(job, calls, self.channel)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the futures' error
-            logger.debug("invocation of %d calls of %s failed: %s", len(calls), job["job_key"], exc)
+            logger.debug("invocation of %d calls of %s failed: %s", len(calls), job.job_key, exc)
             for call in calls:
-                self.channel.failed(job["job_key"], call["call_id"], exc)
+                self.channel.failed(job.job_key, call.call_id, exc)

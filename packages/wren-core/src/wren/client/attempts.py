@@ -1,0 +1,167 @@
+"""Attempts: retries, speculative copies and the watchdog for lost calls.
+
+Every attempt of a call writes its own status; the first result wins. A failed attempt is
+retried (after a jittered, doubling back-off) when the failure is retryable and retries are
+left: lost workers, timeouts, platform or storage errors, and the user's ``retry_on`` exception
+types. With ``speculation`` a call running far longer than its job's median gets a backup
+copy. The watchdog fails a call that sent nothing long after its timeout (its worker was lost
+without anyone noticing), so that waiting never hangs.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+from collections.abc import Callable
+
+from wren.config import WrenConfig
+from wren.errors import CallTimeoutError, InvalidInputError
+from wren.future import ResponseFuture
+from wren.records import Call, Job
+
+logger = logging.getLogger("wren.executor")
+
+#: Failures that are not the user's code: always retryable while retries are left.
+RETRYABLE_KINDS = ("worker_died", "timeout", "system")
+
+
+def exception_names(retry_on: Any) -> list[str]:
+    """``retry_on`` as qualified exception names (classes or names accepted)."""
+    if isinstance(retry_on, (str, type)):
+        retry_on = [retry_on]
+    names = []
+    for item in retry_on:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            names.append(f"{item.__module__}.{item.__qualname__}".replace("builtins.", ""))
+        elif isinstance(item, str) and item:
+            names.append(item)
+        else:
+            raise InvalidInputError(
+                f"retry_on takes exception classes or their names, e.g. retry_on=[ConnectionError], got {item!r}"
+            )
+    return names
+
+
+def backoff(retries_used: int) -> float:
+    """Seconds before retry number ``retries_used + 1``: 0.5 s doubling, at most 30 s, ±20%."""
+    return float(min(30.0, 0.5 * 2 ** retries_used) * random.uniform(0.8, 1.2))
+
+
+class Attempts:
+    """The attempts of one executor's calls. ``launch(future, job, call, attempt)`` starts
+    another attempt; ``is_closed()`` says the executor closed (no more attempts)."""
+
+    def __init__(self, config: WrenConfig, launch: Callable[[ResponseFuture, Job, Call, int], None],
+                 is_closed: Callable[[], bool]):
+        self.config = config
+        self._launch = launch
+        self._is_closed = is_closed
+        # (job_key, call_id) -> (job, call) of calls not finished yet, for retries and copies
+        self._records: dict[tuple[str, str], tuple[Job, Call]] = {}
+        self._lock = threading.RLock()
+
+    def track(self, job: Job, calls: list[Call], futures: list[ResponseFuture]) -> None:
+        with self._lock:
+            for call, f in zip(calls, futures, strict=False):
+                self._records[f.key] = (job, call)
+
+    def forget(self, future: ResponseFuture) -> None:
+        with self._lock:
+            self._records.pop(future.key, None)
+
+    def retryable(self, kind: str, exc_type: Any) -> bool:
+        if kind in RETRYABLE_KINDS:
+            return True
+        names = set(self.config.retry_on)
+        if not names:
+            return False
+        qual = exc_type if isinstance(exc_type, str) else f"{exc_type.__module__}.{exc_type.__qualname__}"
+        return qual in names or qual.rsplit(".", 1)[-1] in names or qual.replace("builtins.", "") in names
+
+    def failed(self, future: ResponseFuture, kind: str, exc_type: Any, message: str) -> bool:
+        """One attempt of a call failed. Returns True when the call goes on (another attempt
+        is running, or a retry was launched), False when the failure is final."""
+        with self._lock:
+            future._inflight = max(0, future._inflight - 1)
+            reasons = future.stats.setdefault("attempt_errors", [])
+            reasons.append(f"attempt {len(reasons) + 1}: {kind}: {message[:200]}")
+            if future._inflight > 0:
+                return True  # a speculative copy may still succeed
+            retries_used = future.stats.get("retries", 0)
+            if retries_used >= self.config.retries or not self.retryable(kind, exc_type):
+                return False
+            record = self._records.get(future.key)
+            if record is None or self._is_closed():
+                return False
+            future.stats["retries"] = retries_used + 1
+        # back off, so a platform or storage outage of a few seconds does not use up every retry
+        delay = backoff(retries_used)
+        logger.info("retrying call %s of %s after %s in %.1f s (retry %d of %d)", future.call_id, future.job_key,
+                    kind, delay, retries_used + 1, self.config.retries)
+        timer = threading.Timer(delay, self.launch, (future, record))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def launch(self, future: ResponseFuture, record: tuple[Job, Call]) -> None:
+        with self._lock:
+            attempt = future.attempts
+            future.attempts += 1
+            future._inflight += 1
+        self._launch(future, record[0], record[1], attempt)
+
+    def speculate(self, fs: list[ResponseFuture]) -> None:
+        """Back up stragglers: calls running far longer than their job's median."""
+        cfg = self.config
+        if not cfg.speculation:
+            return
+        now = time.time()
+        by_job: dict[str, list[ResponseFuture]] = {}
+        for f in fs:
+            by_job.setdefault(f.job_key, []).append(f)
+        for job_key, futures in by_job.items():
+            done = [f for f in futures if f.success]
+            pending = [f for f in futures if not f.ready]
+            if not pending or len(done) < cfg.speculation_quantile * len(futures):
+                continue
+            durations = sorted(
+                f.stats["worker_end_tstamp"] - f.stats["worker_start_tstamp"]
+                for f in done if "worker_end_tstamp" in f.stats and "worker_start_tstamp" in f.stats
+            )
+            if not durations:
+                continue
+            median = durations[len(durations) // 2]
+            limit = max(cfg.speculation_factor * median, median + 1.0)
+            for f in pending:
+                started = f.stats.get("host_running_tstamp") or f.stats.get("host_submit_tstamp")
+                if started and now - started > limit and not f.stats.get("speculative_copies"):
+                    record = self._records.get(f.key)
+                    if record is None:
+                        continue
+                    f.stats["speculative_copies"] = 1
+                    logger.info("call %s of %s runs %.1f s (median %.2f s): launching a backup copy",
+                                f.call_id, job_key, now - started, median)
+                    self.launch(f, record)
+
+    @staticmethod
+    def expire_overdue(fs: list[ResponseFuture], fail: Callable[[str, str, BaseException], None]) -> None:
+        """The watchdog: a call silent long after its timeout lost its worker; fail it (through
+        ``fail(job_key, call_id, error)``, so it may be retried) instead of hanging."""
+        now = time.time()
+        for f in fs:
+            if f.ready:
+                continue
+            start = f.stats.get("host_running_tstamp") or f.stats.get("host_submit_tstamp")
+            limit = f.stats.get("timeout")
+            if start and limit:
+                grace = max(30.0, 0.1 * limit)
+                if now - start > limit + grace:
+                    fail(
+                        f.job_key, f.call_id,
+                        CallTimeoutError(
+                            f"call {f.call_id} of job {f.job_key} sent no result {limit + grace:.0f} s after it "
+                            f"was started (timeout {limit:.0f} s): its worker was probably lost"
+                        ),
+                    )

@@ -1,0 +1,55 @@
+"""Reporting: what finished calls printed, plots of a run, and per-job summaries."""
+from __future__ import annotations
+
+from typing import Any
+
+from wren.client import journal
+from wren.errors import InvalidInputError
+from wren.future import ResponseFuture
+
+
+def save_logs(futures: list[ResponseFuture]) -> None:
+    """Keep what finished calls printed under ``~/.wren/logs`` for ``wren logs``."""
+    by_job: dict[tuple[str, str], list[ResponseFuture]] = {}
+    for f in futures:
+        if f.ready:
+            by_job.setdefault((f.executor_id, f.job_id), []).append(f)
+    for (executor_id, job_id), fs in by_job.items():
+        journal.save_logs(executor_id, job_id, [(f.call_id, f.logs()) for f in fs])
+
+
+def plot(futures: list[ResponseFuture], dst: str) -> list[str]:
+    """Timeline and concurrency histogram of the finished ``futures`` (needs matplotlib)."""
+    from wren.client.plots import plot_futures
+
+    fs = [f for f in futures if f.ready]
+    if not fs:
+        raise InvalidInputError("no finished calls to plot: wait for some calls first")
+    return plot_futures(fs, dst)
+
+
+def job_summary(jobs: dict[str, dict[str, Any]], futures_of: Any, price_per_gb_second: float | None,
+                memory_mb: int | None) -> list[dict[str, Any]]:
+    """Per job: calls, successes, failures and phase times (seconds), and a cost estimate when
+    the backend has a price. ``futures_of(job_key)`` gives a job's futures."""
+    rows = []
+    for job_key, meta in jobs.items():
+        fs = futures_of(job_key)
+        ok = [f for f in fs if f.success]
+        err = [f for f in fs if f.error]
+        exec_times = [
+            f.stats["worker_func_end_tstamp"] - f.stats["worker_func_start_tstamp"]
+            for f in fs if "worker_func_end_tstamp" in f.stats and "worker_func_start_tstamp" in f.stats
+        ]
+        ends = [f.stats.get("host_status_done_tstamp", 0) for f in fs if f.ready]
+        row = {
+            "job": job_key, "function": meta["func"], "kind": meta["kind"], "calls": len(fs),
+            "success": len(ok), "error": len(err), "pending": len(fs) - len(ok) - len(err),
+            "total_time": (max(ends) - meta["submitted"]) if ends else None,
+            "exec_time_sum": sum(exec_times),
+            "exec_time_mean": (sum(exec_times) / len(exec_times)) if exec_times else None,
+        }
+        if price_per_gb_second is not None:
+            row["estimated_cost"] = sum(exec_times) * (memory_mb or 256) / 1024 * price_per_gb_second
+        rows.append(row)
+    return rows

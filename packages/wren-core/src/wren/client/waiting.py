@@ -1,0 +1,177 @@
+"""Waiting: ``wait()`` and ``get_result()`` over an executor's futures, and the progress bar.
+
+A :class:`Waiter` counts the finished futures of one ``wait`` as the call tracker settles them
+(O(1) per call, no polling of futures); between wake-ups the loop runs the attempts' watchdog
+and speculation and, every 30 s, logs what it still waits for.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+from collections.abc import Callable
+
+from wren.errors import InvalidInputError, WaitTimeoutError
+from wren.future import RUNNING, ResponseFuture
+from wren.worker import context as worker_context
+
+logger = logging.getLogger("wren.executor")
+
+ALL_COMPLETED = "ALL_COMPLETED"
+ANY_COMPLETED = "ANY_COMPLETED"
+ALWAYS = "ALWAYS"
+
+#: Seconds between reports of what a long wait still waits for.
+REPORT_EVERY = 30.0
+
+
+class Waiter:
+    """Counts the finished futures of one wait() call; O(1) per finished call."""
+
+    def __init__(self, fs: list[ResponseFuture], return_when: str, throw_except: bool):
+        self.pending = {id(f) for f in fs}
+        self.total = len(self.pending)
+        self.return_when = return_when
+        self.throw_except = throw_except
+        self.n_ready = 0
+        self.n_failed = 0
+        self.failed: ResponseFuture | None = None
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+
+    def finished(self, f: ResponseFuture) -> None:
+        with self._lock:
+            if id(f) not in self.pending:
+                return
+            self.pending.discard(id(f))
+            self.n_ready += 1
+            if f.error:
+                self.n_failed += 1
+                if self.throw_except and self.failed is None:
+                    self.failed = f
+        if self.satisfied() or self.failed is not None:
+            self.event.set()
+
+    def satisfied(self) -> bool:
+        if not self.pending:
+            return True
+        return self.return_when == ANY_COMPLETED and self.n_ready > 0
+
+
+class ProgressBar:
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="call", leave=False, dynamic_ncols=True, file=sys.stderr)
+        self._n = 0
+
+    def update(self, done: int, failed: int, running: int) -> None:
+        if done != self._n:
+            self._bar.update(done - self._n)
+            self._n = done
+        self._bar.set_postfix_str(f"running={running} failed={failed}", refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def progress_bar(total: int, wanted: bool) -> ProgressBar | None:
+    if not wanted or total < 2 or os.environ.get("WREN_WORKER") or worker_context.current() is not None:
+        return None
+    force = os.environ.get("WREN_PROGRESSBAR", "").lower() in ("1", "true", "yes")
+    if not force and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    try:
+        return ProgressBar(total)
+    except Exception:  # pragma: no cover
+        return None
+
+
+def check_wait_args(return_when: Any, timeout: Any) -> None:
+    if return_when not in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
+        raise InvalidInputError(
+            f"return_when must be wren.ALL_COMPLETED, wren.ANY_COMPLETED or wren.ALWAYS, got {return_when!r}"
+        )
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise InvalidInputError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+
+
+def wait_for(
+    tracker: Any,
+    fs: list[ResponseFuture],
+    return_when: str,
+    throw_except: bool,
+    timeout: float | None,
+    bar: ProgressBar | None,
+    tick: Callable[[list[ResponseFuture]], None],
+    report: Callable[[list[ResponseFuture]], None],
+) -> tuple[list[ResponseFuture], list[ResponseFuture]]:
+    """Wait until ``return_when`` holds for ``fs`` (or ``timeout`` passes, or, with
+    ``throw_except``, a call fails: its exception is raised). ``tick(fs)`` runs at least every
+    half second (the watchdog, speculation); ``report(fs)`` every :data:`REPORT_EVERY` s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiter = Waiter(fs, return_when, throw_except)
+    tracker.add_listener(waiter)
+    for f in fs:  # futures that finished before the waiter was registered
+        if f.ready:
+            waiter.finished(f)
+    last_report = time.monotonic()
+    try:
+        while True:
+            if bar is not None:
+                bar.update(waiter.n_ready, waiter.n_failed, sum(1 for f in fs if f.status == RUNNING))
+            if waiter.failed is not None:
+                waiter.failed.result(throw_except=True)
+            if return_when == ALWAYS or waiter.satisfied():
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            tick(fs)
+            if now - last_report > REPORT_EVERY:
+                last_report = now
+                report(fs)
+            wait_for_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
+            waiter.event.wait(wait_for_s)
+    finally:
+        tracker.remove_listener(waiter)
+        if bar is not None:
+            bar.close()
+    return [f for f in fs if f.ready], [f for f in fs if not f.ready]
+
+
+def describe_pending(fs: list[ResponseFuture], queued: int, max_workers: int) -> None:
+    """Log which calls a long wait still waits for."""
+    pending = [f for f in fs if not f.ready]
+    by_job: dict[str, list[str]] = {}
+    for f in pending:
+        by_job.setdefault(f.job_key, []).append(f.call_id)
+    parts = [f"{job}: {len(c)} call(s) e.g. {', '.join(c[:5])}" for job, c in by_job.items()]
+    logger.warning(
+        "still waiting for %d call(s) (%s); %d not yet invoked (max_workers=%d)",
+        len(pending), "; ".join(parts), queued, max_workers,
+    )
+
+
+def collect(selected: list[ResponseFuture], not_done: list[ResponseFuture], timeout: float | None,
+            throw_except: bool) -> list[Any]:
+    """The results of finished ``selected`` futures, in order (stored results are fetched in
+    parallel)."""
+    if not_done:
+        raise WaitTimeoutError(
+            f"{len(not_done)} of {len(selected)} call(s) not finished after {timeout} s; call "
+            "get_result() again to keep waiting"
+        )
+    need_fetch = [f for f in selected if f.success and not f._decoded and (f._status or {}).get("result_key")]
+    if len(need_fetch) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(32, len(need_fetch))) as pool:
+            list(pool.map(lambda f: f._decode(), need_fetch))
+    results = []
+    for f in selected:
+        results.append(f.result(throw_except=throw_except))
+        f._read = True
+    return results

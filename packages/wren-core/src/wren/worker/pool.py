@@ -1,0 +1,356 @@
+"""A supervised pool of warm worker processes on this machine: the engine of the localhost
+backend and of the container entry point, and a public helper for any backend that runs calls
+in local processes (see ``docs/plugins.md``).
+
+One pool per process and size serves every executor and job at call granularity. Calls wait in a
+queue per executor (its ``max_workers`` caps how many of them are in flight) and are taken
+round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
+worker so it never idles, reads status records from the workers' pipes (no file per call), and
+watches them: a worker that dies fails the call it was running with :class:`WorkerDiedError`
+(the calls queued behind it go to other workers) and is replaced; a call past its timeout has
+its worker killed and fails with :class:`CallTimeoutError`.
+
+Workers are fresh interpreters (``python -m wren.worker.poolworker``), not forks, so a
+user's script without an ``if __name__ == "__main__"`` guard is never re-run, and they run the
+same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import ClassVar
+from collections.abc import Sequence
+
+from wren.compute.base import ResultChannel
+from wren.errors import CallTimeoutError, WorkerDiedError
+from wren.records import Call, Job
+
+logger = logging.getLogger("wren.pool")
+
+_JOB_CACHE = 128  # job records a worker remembers (the dispatcher mirrors the same LRU)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "its pipe closed"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the kernel's out-of-memory killer sends this)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {code}"
+
+
+class _Worker:
+    def __init__(self, index: int):
+        self.index = index
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["WREN_WORKER"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.inflight: collections.deque[Task] = collections.deque()
+        self.jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.head_started = 0.0
+        self.dead = False
+
+    def send_task(self, task: Task) -> None:
+        key = task.job.job_key
+        if key in self.jobs:
+            self.jobs.move_to_end(key)
+        else:
+            self.conn.send(("job", key, task.job))
+            self.jobs[key] = None
+            while len(self.jobs) > _JOB_CACHE:
+                old, _ = self.jobs.popitem(last=False)
+                self.conn.send(("forget", old, None))
+        self.conn.send(("call", key, task.call))
+        if not self.inflight:
+            self.head_started = time.monotonic()
+        self.inflight.append(task)
+
+    def kill(self) -> None:
+        self.dead = True
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class Task:
+    """One call for the pool: ``owner`` groups calls under one concurrency cap (an executor),
+    ``channel`` hears of the call's start, status record, or failure."""
+
+    __slots__ = ("owner", "job", "call", "channel")
+
+    def __init__(self, owner: str, job: Job, call: Call, channel: ResultChannel):
+        self.owner = owner
+        self.job = job
+        self.call = call
+        self.channel = channel
+
+
+class _Owner:
+    __slots__ = ("queue", "cap", "inflight")
+
+    def __init__(self, cap: int):
+        self.queue: collections.deque[Task] = collections.deque()
+        self.cap = cap
+        self.inflight = 0
+
+
+class WorkerPool:
+    """Warm worker processes shared by every executor of this process."""
+
+    _pools: ClassVar[dict[int, WorkerPool]] = {}
+    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def shared(cls, size: int, prefetch: int) -> WorkerPool:
+        with cls._pools_lock:
+            pool = cls._pools.get(size)
+            if pool is None or pool._closed:
+                pool = cls(size, prefetch)
+                cls._pools[size] = pool
+            return pool
+
+    def __init__(self, size: int, prefetch: int):
+        self.size = size
+        self.prefetch = prefetch
+        self._lock = threading.Lock()
+        self._owners: dict[str, _Owner] = {}
+        self._rr: collections.deque[str] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wren-localhost-pool", daemon=True)
+        self._thread.start()
+
+    # -- public -------------------------------------------------------------------------------
+    def wait_started(self) -> None:
+        self._started.wait()
+
+    def submit(self, owner: str, cap: int, tasks: Sequence[Task]) -> None:
+        with self._lock:
+            o = self._owners.get(owner)
+            if o is None:
+                o = self._owners[owner] = _Owner(cap)
+            o.cap = cap
+            if not o.queue and owner not in self._rr:
+                self._rr.append(owner)
+            o.queue.extend(tasks)
+        self._wake()
+
+    def cancel(self, owner: str, job_key: str | None = None) -> list[Task]:
+        with self._lock:
+            o = self._owners.get(owner)
+            if o is None:
+                return []
+            dropped = [t for t in o.queue if job_key is None or t.job.job_key == job_key]
+            o.queue = collections.deque(t for t in o.queue if t not in dropped)
+            return dropped
+
+    def forget_owner(self, owner: str) -> None:
+        with self._lock:
+            o = self._owners.get(owner)
+            if o is not None:
+                o.queue.clear()
+                if o.inflight == 0:
+                    del self._owners[owner]
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._wake()
+        self._thread.join(timeout=5)
+
+    # -- the dispatcher -----------------------------------------------------------------------
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _spawn(self, index: int) -> _Worker:
+        return _Worker(index)
+
+    def _next_task(self) -> Task | None:
+        """Round-robin over owners with queued calls and room under their cap (lock held)."""
+        for _ in range(len(self._rr)):
+            owner = self._rr[0]
+            o = self._owners.get(owner)
+            if o is None or not o.queue:
+                self._rr.popleft()
+                continue
+            self._rr.rotate(-1)
+            if o.inflight >= o.cap:
+                continue
+            o.inflight += 1
+            task = o.queue.popleft()
+            if not o.queue and owner in self._rr:
+                self._rr.remove(owner)
+            return task
+        return None
+
+    def _dispatch(self) -> None:
+        while True:
+            target = None
+            for w in self._workers:
+                if not w.dead and len(w.inflight) < self.prefetch:
+                    if target is None or len(w.inflight) < len(target.inflight):
+                        target = w
+                        if not w.inflight:
+                            break
+            if target is None:
+                return
+            with self._lock:
+                task = self._next_task()
+            if task is None:
+                return
+            try:
+                target.send_task(task)
+                if len(target.inflight) == 1:
+                    task.channel.running(task.job.job_key, task.call.call_id)
+            except (OSError, ValueError):
+                target.inflight.append(task)
+                self._worker_died(target)
+
+    def _task_done(self, task: Task) -> None:
+        with self._lock:
+            o = self._owners.get(task.owner)
+            if o is not None:
+                o.inflight -= 1
+                if o.inflight == 0 and not o.queue and task.owner not in self._rr:
+                    pass
+
+    def _requeue(self, tasks: list[Task]) -> None:
+        with self._lock:
+            for task in reversed(tasks):
+                o = self._owners.get(task.owner)
+                if o is None:
+                    continue
+                o.inflight -= 1
+                o.queue.appendleft(task)
+                if task.owner not in self._rr:
+                    self._rr.append(task.owner)
+
+    def _worker_died(self, w: _Worker, error: BaseException | None = None) -> None:
+        if not w.dead:
+            w.kill()
+        try:
+            code = w.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if w.inflight:
+            head = w.inflight.popleft()
+            if error is None:
+                error = WorkerDiedError(
+                    f"the worker process running call {head.call.call_id} of job "
+                    f"{head.job.job_key} died: {_describe_exit(code)}"
+                )
+            self._task_done(head)
+            head.channel.failed(head.job.job_key, head.call.call_id, error)
+            self._requeue(list(w.inflight))
+            w.inflight.clear()
+        if not self._closed:
+            idx = self._workers.index(w)
+            self._workers[idx] = self._spawn(w.index)
+
+    def _run(self) -> None:
+        self._workers = [self._spawn(i) for i in range(self.size)]
+        self._started.set()
+        try:
+            while not self._closed:
+                self._dispatch()
+                conns = {w.conn: w for w in self._workers if not w.dead}
+                timeout = self._next_deadline()
+                ready = wait(list(conns) + [self._wake_r], timeout)
+                for r in ready:
+                    if r == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    w = conns[r]  # type: ignore[index]
+                    self._drain(w)
+                self._check_deadlines()
+        finally:
+            for w in self._workers:
+                try:
+                    w.conn.send(("exit", None, None))
+                except (OSError, ValueError):
+                    pass
+            for w in self._workers:
+                try:
+                    w.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                w.conn.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain(self, w: _Worker) -> None:
+        while True:
+            try:
+                if not w.conn.poll():
+                    return
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                self._worker_died(w)
+                return
+            if not w.inflight:  # pragma: no cover - protocol error
+                logger.error("worker %d sent an unexpected message", w.index)
+                continue
+            task = w.inflight.popleft()
+            w.head_started = time.monotonic()
+            self._task_done(task)
+            if w.inflight:
+                nxt = w.inflight[0]
+                nxt.channel.running(nxt.job.job_key, nxt.call.call_id)
+            task.channel.deliver(msg)
+            self._dispatch()
+
+    def _next_deadline(self) -> float | None:
+        now = time.monotonic()
+        soonest = None
+        for w in self._workers:
+            if w.inflight and not w.dead:
+                left = w.head_started + w.inflight[0].job.timeout - now
+                soonest = left if soonest is None else min(soonest, left)
+        return None if soonest is None else max(0.0, soonest)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self._workers):
+            if w.inflight and not w.dead:
+                head = w.inflight[0]
+                limit = head.job.timeout
+                if now - w.head_started >= limit:
+                    err = CallTimeoutError(
+                        f"call {head.call.call_id} of job {head.job.job_key} ran longer than its "
+                        f"timeout of {limit:g} s and was stopped; raise timeout= if it needs longer"
+                    )
+                    self._worker_died(w, err)
