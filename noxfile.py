@@ -25,7 +25,7 @@ PACKAGES = [
 EXISTING = [p for p in PACKAGES if (ROOT / "packages" / p / "pyproject.toml").exists()]
 PYTHON = None  # the interpreter nox runs on (CI: the machine's Python)
 
-nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "lint"]
+nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "lint", "types"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -70,9 +70,25 @@ def core_alone(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over every package."""
-    session.install("ruff")
+    """ruff over every package; wren-core's layers (import-linter contract in its pyproject);
+    plugins use only wren's public names."""
+    core = ROOT / "packages" / "wren-core"
+    session.install("ruff", "import-linter>=2.1")
     session.run("ruff", "check", *[str(ROOT / "packages" / p / "src") for p in EXISTING], str(ROOT / "bench"))
+    session.run("lint-imports", "--no-cache", str(core / "pyproject.toml"), env={"PYTHONPATH": str(core / "src")})
+    plugin_srcs = [str(ROOT / "packages" / p / "src") for p in EXISTING if p != "wren-core"]
+    plugin_srcs += [str(p) for p in sorted((ROOT / "examples").glob("*/src"))]
+    session.run("python", str(ROOT / "tools" / "check_plugin_imports.py"), *plugin_srcs)
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    """mypy over wren-core's src (strict on the layered modules, see its pyproject) and, with
+    --strict, over a small user script using the public API."""
+    core = ROOT / "packages" / "wren-core"
+    session.install("mypy>=1.8", "types-PyYAML", str(core))
+    session.run("mypy", "--config-file", str(core / "pyproject.toml"), str(core / "src" / "wren"))
+    session.run("mypy", "--strict", "--ignore-missing-imports", str(core / "tests" / "typing" / "user_script.py"))
 
 
 @nox.session(python=PYTHON)
