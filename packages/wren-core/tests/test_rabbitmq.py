@@ -305,7 +305,7 @@ def test_publisher_reuses_one_connection_and_never_raises(broker):
         method, props, body = ch.basic_get(queue, auto_ack=True)
         got.append((props.type, props.headers["call_id"], body))
     assert [g[:2] for g in got] == [(e, f"{i:05d}") for i in range(3) for e in ("start", "finish")]
-    rec = pickle.loads(serialize.verify(secret, got[1][2], "a status event"))
+    rec = pickle.loads(serialize.verify(secret, got[1][2], "a status event", "wren.jobs/ex/M000/00000.status"))
     assert rec["call_id"] == "00000" and rec["success"]
     conn.close()
     pub.close()

@@ -25,7 +25,8 @@ def wren_storage_backends() -> list[StorageBackendSpec]:
 @hookimpl
 def wren_monitors() -> list[MonitorSpec]:
     from wren.monitors.storage import StorageMonitor
-    from wren.monitors.rabbitmq import RabbitMQConfig, RabbitMQMonitor  # imports pika only when used
+    from wren.monitors.amqp import RabbitMQConfig
+    from wren.monitors.rabbitmq import RabbitMQMonitor  # imports pika only when used
 
     return [MonitorSpec("storage", StorageMonitor, None, "list job prefixes in storage"),
             MonitorSpec("rabbitmq", RabbitMQMonitor, RabbitMQConfig, "events through a RabbitMQ queue (wren-core[rabbitmq])")]

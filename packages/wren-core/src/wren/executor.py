@@ -141,6 +141,12 @@ class FunctionExecutor:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a wren executor cannot be pickled or returned by a call (it holds its signing key); "
+            "return its futures, or their results, instead"
+        )
+
     def __repr__(self) -> str:
         return f"<wren.FunctionExecutor {self.executor_id} backend={self.backend!r} storage={self.storage_backend.name!r}>"
 

@@ -12,7 +12,7 @@ import time
 from typing import Any, Protocol
 
 from wren import serialize
-from wren.errors import RemoteError, RemoteTraceback, WaitTimeoutError
+from wren.errors import RemoteError, RemoteTraceback, SerializationError, WaitTimeoutError
 
 NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
 
@@ -108,12 +108,14 @@ class ResponseFuture:
         return f"<ResponseFuture {self.job_key}/{self.call_id} {self._state}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock")}
-        return state
+        # never the key: a call that returns futures has them stored in its status record, and
+        # the client that adopts them derives their key from its own
+        return {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock", "_secret")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._executor = None
+        self._secret = None
         self._lock = threading.Lock()
 
     # -- state ----------------------------------------------------------------------------------
@@ -184,13 +186,20 @@ class ResponseFuture:
             status = self._status
         if status.get("success"):
             data = status.get("result")
-            if data is None and status.get("result_key"):
-                storage = self._storage()
-                blob = storage.get_object(self.bucket, status["result_key"])
-                data = serialize.verify(self._secret_bytes(), blob, "a stored result")
-            if data is None:
-                raise RuntimeError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
-            value = serialize.loads(data, f"the result of call {self.call_id}")
+            try:
+                if data is None and status.get("result_key"):
+                    storage = self._storage()
+                    blob = storage.get_object(self.bucket, status["result_key"])
+                    data = serialize.verify(self._secret_bytes(), blob, "a stored result", status["result_key"])
+                if data is None:
+                    raise SerializationError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
+                value = serialize.loads(data, f"the result of call {self.call_id}")
+            except SerializationError as refused:  # refused or unreadable: this call fails, not the others
+                with self._lock:
+                    self._exception = refused
+                    self._state = ERROR
+                    self._decoded = True
+                return
             self.stats["host_result_done_tstamp"] = time.time()
             with self._lock:
                 self._result = value

@@ -154,9 +154,11 @@ def pack_calls(
     data_limit_bytes: int,
     inline_limit: int,
     secret: bytes,
+    place: Callable[[int], str],
 ) -> tuple[list[bytes | None], bytes | None, list[tuple[int, int] | None]]:
     """Pickle each call's arguments: small ones stay inline, larger ones are concatenated into
-    one object read by byte range. Returns (inline data, aggregate object, ranges)."""
+    one object read by byte range, each range signed for its call (``place(i)``). Returns
+    (inline data, aggregate object, ranges)."""
     inline: list[bytes | None] = []
     ranges: list[tuple[int, int] | None] = []
     chunks: list[bytes] = []
@@ -173,7 +175,7 @@ def pack_calls(
             inline.append(data)
             ranges.append(None)
         else:
-            signed = serialize.sign(secret, data)  # each range verifies on its own
+            signed = serialize.sign(secret, data, place(i))  # each range verifies on its own, for its call
             inline.append(None)
             ranges.append((offset, offset + len(signed) - 1))
             chunks.append(signed)

@@ -26,6 +26,11 @@ def data_key(job_prefix: str) -> str:
     return f"{job_prefix}/data.pickle"
 
 
+def data_place(data_key: str, call_id: str) -> str:
+    """What one call's byte range of ``data_key`` is signed for: that object and that call."""
+    return f"{data_key}#{call_id}"
+
+
 def _attempt_suffix(attempt: int) -> str:
     return f".r{attempt}" if attempt else ""
 

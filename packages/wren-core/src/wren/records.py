@@ -83,17 +83,17 @@ class _Record(Mapping[str, Any]):
 class Job(_Record):
     """What all calls of one job share."""
 
-    #: The executor that submitted the job, and its job: ``job_key = f"{executor_id}/{job_id}"``.
-    executor_id: str
-    job_id: str
+    #: ``f"{executor_id}/{job_id}"``: the executor that submitted the job, and its job.
     job_key: str
+    executor_id: str = ""
+    job_id: str = ""
     #: Storage: the job's folder (statuses and results go under it) and its bucket.
-    prefix: str
-    bucket: str
+    prefix: str = ""
+    bucket: str = ""
     #: The storage plugin workers use: ``{"name": ..., "config": {...}}``.
-    storage: dict[str, Any]
+    storage: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The signed, content-addressed function and (for large data) the aggregated call data.
-    func_key: str
+    func_key: str = ""
     data_key: str | None = None
     func_name: str = ""
     #: Hex signing key of the executor: it travels only in invocations, never in storage.
@@ -123,6 +123,12 @@ class Job(_Record):
     #: What workers need to push events to a monitor (``None``: storage only).
     events: dict[str, Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (self.executor_id and self.job_id):
+            executor_id, _, job_id = self.job_key.rpartition("/")
+            self.executor_id = self.executor_id or executor_id
+            self.job_id = self.job_id or job_id
 
     def __repr__(self) -> str:  # the keys stay out of logs and tracebacks
         return f"Job({self.job_key!r}, func={self.func_name!r}, calls={self.total_calls})"

@@ -38,9 +38,17 @@ _TAG = 32  # HMAC-SHA256 length
 
 # -- signed envelopes ---------------------------------------------------------------------------
 
-def sign(secret: bytes, payload: bytes) -> bytes:
-    """Prefix ``payload`` with a magic marker and its HMAC-SHA256 under ``secret``."""
-    return MAGIC + hmac.new(secret, payload, hashlib.sha256).digest() + payload
+def _tag(secret: bytes, place: str, payload: bytes | memoryview) -> bytes:
+    mac = hmac.new(secret, place.encode() + b"\0", hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
+def sign(secret: bytes, payload: bytes, place: str) -> bytes:
+    """Prefix ``payload`` with a magic marker and its HMAC-SHA256 under ``secret``, bound to
+    ``place``: where the object belongs (its storage key, or the key and call of a data
+    range). A validly signed object copied to another place does not verify there."""
+    return MAGIC + _tag(secret, place, payload) + payload
 
 
 def derive_secret(root_id: str, root_secret: bytes, executor_id: str) -> bytes | None:
@@ -56,18 +64,20 @@ def derive_secret(root_id: str, root_secret: bytes, executor_id: str) -> bytes |
     return secret
 
 
-def verify(secret: bytes, blob: bytes, what: str) -> bytes:
-    """Return the payload of a signed envelope, or raise if the signature does not match."""
+def verify(secret: bytes, blob: bytes, what: str, place: str) -> memoryview:
+    """Return the payload of a signed envelope (a view: no copy), or raise if the signature
+    does not match this key and this place."""
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _TAG:
         raise SerializationError(
             f"refusing {what}: it is not a signed wren object (it may have been replaced in storage)"
         )
-    tag = blob[len(MAGIC): len(MAGIC) + _TAG]
-    payload = blob[len(MAGIC) + _TAG:]
-    if not hmac.compare_digest(tag, hmac.new(secret, payload, hashlib.sha256).digest()):
+    view = memoryview(blob)
+    tag = view[len(MAGIC): len(MAGIC) + _TAG]
+    payload = view[len(MAGIC) + _TAG:]
+    if not hmac.compare_digest(tag, _tag(secret, place, payload)):
         raise SerializationError(
-            f"refusing {what}: its signature does not match this job's key, so it was changed "
-            "after the client stored it"
+            f"refusing {what} at {place}: its signature does not match this job's key and this "
+            "place, so it was changed, or copied from another place, after the client stored it"
         )
     return payload
 
@@ -85,7 +95,7 @@ def dumps(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def loads(data: bytes, what: str) -> Any:
+def loads(data: bytes | memoryview, what: str) -> Any:
     try:
         return pickle.loads(data)
     except ModuleNotFoundError as exc:

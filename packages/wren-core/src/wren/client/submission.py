@@ -187,9 +187,14 @@ class Submitter:
         for i, (args, kwargs) in enumerate(arguments):
             binder.check(args, kwargs, f"call {i}")
         ident = self.identity
+        job_id = f"{kind[0].upper()}{next(self._job_counter):03d}"
+        job_prefix = f"{ident.prefix}/{job_id}"
+        data_key = keys.data_key(job_prefix)
+        call_ids = keys.call_ids(len(arguments))
         inline, aggregate, ranges = jobmod.pack_calls(
             arguments, int(wcfg.data_limit * 1024 * 1024),
             min(wcfg.inline_data_limit, self.compute.max_payload_bytes // 2), ident.secret,
+            lambda i: keys.data_place(data_key, call_ids[i]),
         )
         package, shipped = serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules())
         if shipped:
@@ -197,15 +202,11 @@ class Submitter:
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
-        job_id = f"{kind[0].upper()}{next(self._job_counter):03d}"
-        job_prefix = f"{ident.prefix}/{job_id}"
         with self._lock:
             if func_key not in self._uploaded:
-                self.storage_backend.put_object(self.bucket, func_key, serialize.sign(ident.secret, package))
+                self.storage_backend.put_object(self.bucket, func_key, serialize.sign(ident.secret, package, func_key))
                 self._uploaded.add(func_key)
-        data_key = None
         if aggregate is not None:
-            data_key = keys.data_key(job_prefix)
             self.storage_backend.put_object(self.bucket, data_key, aggregate)
 
         job = Job(
@@ -216,7 +217,7 @@ class Submitter:
             bucket=self.bucket,
             storage={"name": self.storage_backend.name, "config": self.storage_backend.worker_config()},
             func_key=func_key,
-            data_key=data_key,
+            data_key=data_key if aggregate is not None else None,
             func_name=getattr(func, "__qualname__", repr(func)),
             secret=ident.secret.hex(),
             executor_prefix=ident.prefix,
@@ -235,7 +236,7 @@ class Submitter:
         )
         calls = []
         futures = []
-        for i, call_id in enumerate(keys.call_ids(len(arguments))):
+        for i, call_id in enumerate(call_ids):
             call = Call(call_id, data=inline[i], data_range=ranges[i], obj=objs[i] if objs else None)
             calls.append(call)
             f = ResponseFuture(ident.executor_id, job_id, call_id, job_prefix, self.bucket, kind)

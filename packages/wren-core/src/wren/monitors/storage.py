@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable
 
 from wren import serialize
+from wren.errors import SerializationError
 from wren.keys import parse_status_key
 from wren.monitor import Monitor
 
@@ -22,6 +23,15 @@ if TYPE_CHECKING:
     from wren.future import ResponseFuture
 
 logger = logging.getLogger("wren.monitor")
+
+
+def check_record(future: ResponseFuture, record: Any) -> None:
+    """Refuse a verified status record that names another call than the one expected."""
+    if not isinstance(record, dict) or (record.get("job_key"), record.get("call_id")) != future.key:
+        named = (record.get("job_key"), record.get("call_id")) if isinstance(record, dict) else type(record).__name__
+        raise SerializationError(
+            f"refusing the status record of call {future.call_id} of job {future.job_key}: it names {named}"
+        )
 
 
 class StorageMonitor(Monitor):
@@ -62,7 +72,8 @@ class StorageMonitor(Monitor):
     def _fetch(self, future: ResponseFuture, key: str) -> None:
         try:
             blob = self.storage.get_object(future.bucket, key)
-            record = pickle.loads(serialize.verify(future._secret_bytes(), blob, "a status record"))
+            record = pickle.loads(serialize.verify(future._secret_bytes(), blob, "a status record", key))
+            check_record(future, record)
         except Exception as exc:  # a bad record must not stall the rest
             self.on_error(future, exc)
             return

@@ -34,7 +34,7 @@ def collect_results(storage: Any, bucket: str, refs: list[tuple[str, str]], time
     delay = 0.02
 
     def read(key: str) -> dict[str, Any]:
-        return pickle.loads(serialize.verify(secret, storage.get_object(bucket, key), "a map status record"))
+        return pickle.loads(serialize.verify(secret, storage.get_object(bucket, key), "a map status record", key))
 
     while True:
         for prefix, cids in wanted.items():
@@ -65,7 +65,8 @@ def collect_results(storage: Any, bucket: str, refs: list[tuple[str, str]], time
         status = found[ref]
         data = status.get("result")
         if data is None:
-            data = serialize.verify(secret, storage.get_object(bucket, status["result_key"]), "a map result")
+            data = serialize.verify(secret, storage.get_object(bucket, status["result_key"]), "a map result",
+                                    status["result_key"])
         return serialize.loads(data, f"the result of map call {ref[1]}")
 
     with concurrent.futures.ThreadPoolExecutor(min(32, len(refs))) as pool:

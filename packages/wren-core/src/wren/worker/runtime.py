@@ -30,7 +30,7 @@ from wren.errors import (
     VersionMismatchError,
     WorkerDiedError,
 )
-from wren.keys import result_key, status_key
+from wren.keys import data_place, result_key, status_key
 from wren.records import Call, Job
 from wren.version import PYTHON_VERSION, __version__
 from wren.worker import context
@@ -165,7 +165,7 @@ class WorkerRuntime:
                 self._funcs.move_to_end(cache_key)
                 return self._funcs[cache_key]
         blob = storage.get_object(job.bucket, job.func_key)
-        package = pickle.loads(serialize.verify(secret, blob, "the stored function"))
+        package = pickle.loads(serialize.verify(secret, blob, "the stored function", job.func_key))
         if package.get("modules"):
             self._unpack_modules(job.func_key.rsplit("/", 1)[-1], package["modules"], package["module_names"])
         func = serialize.loads(package["func"], "the function")
@@ -176,13 +176,14 @@ class WorkerRuntime:
         return func
 
     def load_data(self, job: Job, call: Call, storage: Any, secret: bytes) -> tuple:
+        raw: bytes | memoryview
         if call.data is not None:
             raw = call.data
         else:
             assert call.data_range is not None and job.data_key is not None
             first, last = call.data_range
             blob = storage.get_object(job.bucket, job.data_key, (first, last))
-            raw = serialize.verify(secret, blob, "the stored call data")
+            raw = serialize.verify(secret, blob, "the stored call data", data_place(job.data_key, call.call_id))
         return serialize.loads(raw, "the call's data")
 
     # -- running a call -------------------------------------------------------------------------
@@ -255,7 +256,7 @@ class WorkerRuntime:
                 status["result"] = data
             else:
                 status["result_key"] = result_key(job.prefix, call_id, attempt)
-                storage.put_object(job.bucket, status["result_key"], serialize.sign(secret, data))
+                storage.put_object(job.bucket, status["result_key"], serialize.sign(secret, data, status["result_key"]))
         except BaseException as exc:  # the user's exception, or ours: both become the status
             stats.setdefault("worker_func_end_tstamp", time.time())
             if isinstance(exc, SystemExit):
@@ -322,10 +323,9 @@ class WorkerRuntime:
         job = Job.from_wire(job)
         storage = storage or self.storage_for(job)
         secret = bytes.fromhex(job.secret)
-        body = serialize.sign(secret, pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
-        storage.put_object(
-            job.bucket, status_key(job.prefix, status["call_id"], status.get("attempt", 0)), body
-        )
+        key = status_key(job.prefix, status["call_id"], status.get("attempt", 0))
+        body = serialize.sign(secret, pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL), key)
+        storage.put_object(job.bucket, key, body)
 
     def _call(self, func: Any, args: tuple, kwargs: dict, job: Job, call: Call, logs: io.StringIO) -> Any:
         extra_env = job.extra_env or {}
