@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
-from typing import ClassVar
+from typing import Any, ClassVar
 from collections.abc import Sequence
 
 from wren.compute.base import ResultChannel
@@ -57,14 +57,23 @@ class _Worker:
         parent, child = socket.socketpair()
         env = dict(os.environ)
         env["WREN_WORKER"] = "1"
+        # its own process group: a dead or stopped worker is killed with everything its calls
+        # started; it dies with this process (see wren.worker.poolworker)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno())],
+            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno()), str(os.getpid())],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
             close_fds=True,
+            start_new_session=True,
         )
         child.close()
+        # readable when the process exits, even while its children keep the socket open
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3: end of file on the socket tells
+            pass
         self.conn = Connection(parent.detach())
         self.inflight: collections.deque[Task] = collections.deque()
         self.jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -86,12 +95,20 @@ class _Worker:
             self.head_started = time.monotonic()
         self.inflight.append(task)
 
+    def close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
     def kill(self) -> None:
         self.dead = True
         try:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and what its calls started
         except OSError:
-            pass
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
         try:
             self.conn.close()
         except OSError:
@@ -263,6 +280,7 @@ class WorkerPool:
             code = w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
+        w.close_pidfd()
         if w.inflight:
             head = w.inflight.popleft()
             if error is None:
@@ -284,18 +302,24 @@ class WorkerPool:
         try:
             while not self._closed:
                 self._dispatch()
-                conns = {w.conn: w for w in self._workers if not w.dead}
+                conns: dict[Any, _Worker] = {w.conn: w for w in self._workers if not w.dead}
+                exits = {w.pidfd: w for w in self._workers if not w.dead and w.pidfd is not None}
                 timeout = self._next_deadline()
-                ready = wait(list(conns) + [self._wake_r], timeout)
+                ready = wait([*conns, *exits, self._wake_r], timeout)
                 for r in ready:
                     if r == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
                         except BlockingIOError:
                             pass
-                        continue
-                    w = conns[r]  # type: ignore[index]
-                    self._drain(w)
+                    elif r in exits:
+                        w = exits[r]  # type: ignore[index]
+                        if not w.dead:
+                            self._drain(w)  # what it sent before it exited
+                            if not w.dead:
+                                self._worker_died(w)
+                    elif not conns[r].dead:
+                        self._drain(conns[r])
                 self._check_deadlines()
         finally:
             for w in self._workers:
@@ -307,8 +331,9 @@ class WorkerPool:
                 try:
                     w.proc.wait(timeout=2)
                 except subprocess.TimeoutExpired:
-                    w.kill()
-                w.conn.close()
+                    pass
+                w.kill()  # and what its calls left running
+                w.close_pidfd()
             os.close(self._wake_r)
             os.close(self._wake_w)
 

@@ -1,4 +1,4 @@
-"""Entry point of a localhost pool worker: ``python -m wren.worker.poolworker FD``.
+"""Entry point of a pool worker: ``python -m wren.worker.poolworker FD [PARENT_PID]``.
 
 Reads ``("job", key, record)``, ``("call", key, record)``, ``("forget", key, _)`` and
 ``("exit", _, _)`` messages from the socket ``FD`` and answers each call with its status record.
@@ -7,10 +7,31 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import sys
 
 
-def main(fd: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker and everything its calls started (its process group) when the process
+    that started it dies, however it dies (SIGKILL included): Linux's parent-death signal."""
+    def stop(signum: int, frame: object) -> None:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's end-of-file still stops us
+        pass
+    if os.getppid() != parent_pid:  # it died before the signal was armed
+        stop(signal.SIGTERM, None)
+
+
+def main(fd: int, parent_pid: int | None = None) -> None:
+    if parent_pid:
+        _die_with_parent(parent_pid)
     # The worker must not import what happens to sit in the client's working directory:
     # shipped modules come from the function's package.
     cwd = os.getcwd()
@@ -42,4 +63,4 @@ def main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

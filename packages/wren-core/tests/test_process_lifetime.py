@@ -1,0 +1,96 @@
+"""Workers never outlive their client, and a worker's death is seen by the process, not by
+end-of-file: a call's children that keep the worker's socket open change nothing."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import wren
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def spawn_and_die(path):
+    # a child that inherits every descriptor of the worker, its socket to the client included
+    child = subprocess.Popen(["sleep", "300"], close_fds=False)
+    with open(path, "w") as f:
+        f.write(str(child.pid))
+    os._exit(3)
+
+
+def test_a_dead_worker_is_reported_although_its_child_keeps_the_socket_open(tmp_path):
+    path = str(tmp_path / "child.pid")
+    with wren.function_executor(max_workers=1) as ex:
+        fut = ex.call_async(spawn_and_die, path)
+        t0 = time.monotonic()
+        with pytest.raises(wren.WorkerDiedError, match="exited with status 3"):
+            ex.get_result(fut, timeout=60)
+        assert time.monotonic() - t0 < 30
+        child = int(open(path).read())
+        assert _wait_gone([child], 10) == [], "the call's child outlived its dead worker"
+        assert ex.get_result(ex.map(abs, [-1, -2])) == [1, 2]  # the pool replaced the worker
+
+
+CLIENT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    import wren
+
+    def hang(i, folder):
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(folder, f"{os.getpid()}-{child.pid}"), "w"):
+            pass
+        time.sleep(300)
+
+    fexec = wren.function_executor(max_workers=2)
+    fexec.map(hang, [(0, sys.argv[1]), (1, sys.argv[1])])
+    fexec.wait(timeout=300)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_workers_and_their_children_die_with_the_client(tmp_path, sig):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    client = subprocess.Popen([sys.executable, str(script), str(folder)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len(os.listdir(folder)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        names = os.listdir(folder)
+        assert len(names) == 2, "the calls did not start"
+        pids = [int(p) for name in names for p in name.split("-")]
+        assert all(_alive(p) for p in pids)
+        os.kill(client.pid, sig)
+        client.wait(30)
+        assert _wait_gone(pids, 10) == [], f"still running after the client got {sig.name}"
+    finally:
+        if client.poll() is None:
+            client.kill()
