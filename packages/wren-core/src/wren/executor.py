@@ -362,6 +362,13 @@ class FunctionExecutor:
         results = waiting.collect(selected, not_done, timeout, throw_except)
         return results[0] if single else results
 
+    async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
+        """``await`` form of :meth:`get_result` for asyncio code and notebooks: the event loop
+        keeps running while the calls run. Parameters as in :meth:`get_result`."""
+        from wren.client.completion import run_off_loop
+
+        return await run_off_loop(self.get_result, fs, throw_except, timeout, False)
+
     # -- reattaching, cleaning, reporting -------------------------------------------------------
     def _write_journal(self) -> None:
         from wren.client import journal
