@@ -96,17 +96,28 @@ class Executor(cf.Executor):
         :returns: an iterator over the results, in input order; a failed call re-raises its
             exception when its result is reached.
         """
+        end = None if timeout is None else time.monotonic() + timeout
+        return _results(self.map_chunks(fn, list(zip(*iterables, strict=False)), chunksize), end)
+
+    def map_chunks(self, fn: Callable[..., Any], items: list[tuple[Any, ...]],
+                   chunksize: int) -> list[cf.Future[Any]]:
+        """One future per chunk of ``chunksize`` argument tuples; each gives the list of
+        ``fn(*args)`` of its chunk (what :meth:`map` and :class:`wren.multiprocessing.Pool`
+        build on).
+
+        :param fn: the function.
+        :param items: argument tuples, one per call of ``fn``.
+        :param chunksize: argument tuples per backend call (>= 1).
+        """
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        end = None if timeout is None else time.monotonic() + timeout
-        items = list(zip(*iterables, strict=False))
         chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
         with self._lock:
             self._check_open()
             if not chunks:
-                return iter(())
-            futures = [self._bridge(wf) for wf in self._fexec.map(functools.partial(_run_chunk, fn), [(c,) for c in chunks])]
-        return _results(futures, end)
+                return []
+            wfs = self._fexec.map(functools.partial(_run_chunk, fn), [(c,) for c in chunks])
+            return [self._bridge(wf) for wf in wfs]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more calls; with ``wait=True`` wait for the submitted ones, then close the
