@@ -1,0 +1,48 @@
+"""What a user reads: the progress bar and its summary line."""
+import time
+
+import pytest
+
+import wren
+from wren.client import waiting
+
+
+def nap(x):
+    time.sleep(1.5)
+    return x
+
+
+def fail_on_two(x):
+    if x == 2:
+        raise ValueError("two")
+    return x
+
+
+@pytest.fixture
+def show_bar(monkeypatch):
+    monkeypatch.delenv("WREN_PROGRESSBAR", raising=False)
+
+
+def test_progress_bar_on_without_a_terminal_redraws_and_summarises(show_bar, capsys):
+    with wren.function_executor() as fexec:
+        assert fexec.get_result(fexec.map(nap, [1, 2])) == [1, 2]
+    err = capsys.readouterr().err
+    # redrawn while no call had finished yet (elapsed time moving), then the summary
+    assert err.count("0/2") >= 2, err
+    assert "wren: 2/2 call(s) done, 0 failed," in err
+
+
+def test_summary_counts_failures(show_bar, capsys):
+    with wren.function_executor() as fexec:
+        fexec.wait(fexec.map(fail_on_two, [1, 2, 3]), throw_except=False)
+    assert "wren: 3/3 call(s) done, 1 failed," in capsys.readouterr().err
+
+
+def test_no_bar_when_switched_off(monkeypatch, capsys):
+    monkeypatch.setenv("WREN_PROGRESSBAR", "0")
+    assert waiting.progress_bar(10, True) is None
+    monkeypatch.delenv("WREN_PROGRESSBAR")
+    assert waiting.progress_bar(10, False) is None
+    bar = waiting.progress_bar(10, True)
+    assert bar is not None
+    bar.close()
