@@ -46,3 +46,25 @@ def test_no_bar_when_switched_off(monkeypatch, capsys):
     bar = waiting.progress_bar(10, True)
     assert bar is not None
     bar.close()
+
+
+def test_plot_returns_its_own_figures_and_leaves_matplotlib_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    backend = matplotlib.get_backend()
+    with wren.function_executor() as fexec:
+        futures = fexec.map(fail_on_two, range(6))
+        fexec.wait(futures, throw_except=False)
+        figs = fexec.plot(futures)
+        job_key = futures[0].job_key
+        written = fexec.plot(futures, dst=str(tmp_path / "run"))
+    assert matplotlib.get_backend() == backend
+    assert len(figs) == 2 and all(isinstance(f, Figure) for f in figs)
+    title = figs[0].axes[0].get_title()
+    assert job_key in title and "fail_on_two" in title and "1 failed" in title
+    labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert "failed (1)" in labels
+    assert not list(tmp_path.glob("wren-*.png"))  # nothing written without dst
+    for fig in written:
+        assert open(fig.wren_path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -420,12 +420,13 @@ class FunctionExecutor:
         logger.debug("cleaned %d object(s) under %s", removed, prefixes)
         return removed
 
-    def plot(self, fs: Any = None, dst: str | None = None) -> list[str]:
-        """Draw the execution timeline and the concurrency histogram of ``fs`` (default: all)
-        to ``<dst>_timeline.png`` and ``<dst>_histogram.png``. Needs matplotlib."""
+    def plot(self, fs: Any = None, dst: str | None = None) -> list[Any]:
+        """The execution timeline and concurrency histogram of ``fs`` (default: all) as two
+        matplotlib Figures (shown inline in a notebook; the process's matplotlib backend is
+        left alone). ``dst``: also write ``<dst>_timeline.png`` and ``<dst>_histogram.png``."""
         from wren.client import reporting
 
-        return reporting.plot(self._select(fs), dst or f"wren-{self.executor_id}")
+        return reporting.plot(self._select(fs), dst, {k: m["func"] for k, m in self._jobs.items()})
 
     def job_summary(self) -> list[dict[str, Any]]:
         """Per job: calls, successes, failures and phase times (seconds)."""

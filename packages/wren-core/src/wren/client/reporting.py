@@ -18,14 +18,15 @@ def save_logs(futures: list[ResponseFuture]) -> None:
         journal.save_logs(executor_id, job_id, [(f.call_id, f.logs()) for f in fs])
 
 
-def plot(futures: list[ResponseFuture], dst: str) -> list[str]:
-    """Timeline and concurrency histogram of the finished ``futures`` (needs matplotlib)."""
+def plot(futures: list[ResponseFuture], dst: str | None, functions: dict[str, str] | None = None) -> list[Any]:
+    """Timeline and concurrency histogram of the finished ``futures`` as two matplotlib
+    Figures (PNG files too with ``dst``); ``functions`` names each job's function."""
     from wren.client.plots import plot_futures
 
     fs = [f for f in futures if f.ready]
     if not fs:
         raise InvalidInputError("no finished calls to plot: wait for some calls first")
-    return plot_futures(fs, dst)
+    return plot_futures(fs, dst, functions)
 
 
 def job_summary(jobs: dict[str, dict[str, Any]], futures_of: Any, price_per_gb_second: float | None,
