@@ -68,3 +68,40 @@ def test_plot_returns_its_own_figures_and_leaves_matplotlib_alone(tmp_path):
     assert not list(tmp_path.glob("wren-*.png"))  # nothing written without dst
     for fig in written:
         assert open(fig.wren_path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+CELL = '''
+def lookup(key):
+    table = {"a": 1}
+    return table[key]  # the line of the notebook cell
+'''
+
+
+def _cell_function():
+    """A function as a notebook cell defines it: its file does not exist, linecache has it."""
+    import linecache
+
+    filename = "/tmp/ipykernel_4242/2771845623.py"
+    lines = CELL.splitlines(keepends=True)
+    linecache.cache[filename] = (len(CELL), None, lines, filename)
+    namespace = {"__name__": "__main__"}
+    exec(compile(CELL, filename, "exec"), namespace)
+    return namespace["lookup"]
+
+
+def test_remote_traceback_shows_the_cells_line_hides_wren_and_names_the_call():
+    lookup = _cell_function()
+    with wren.function_executor() as fexec:
+        fut = fexec.call_async(lookup, "missing")
+        with pytest.raises(KeyError) as info:
+            fut.result()
+    exc = info.value
+    remote = exc.remote_traceback
+    assert "return table[key]  # the line of the notebook cell" in remote
+    assert "wren/worker" not in remote and "runtime.py" not in remote
+    note = f"wren: call {fut.call_id} of job {fut.job_key}, lookup('missing')"
+    assert note in getattr(exc, "__notes__", [note]) or note in remote
+    import traceback
+
+    shown = "".join(traceback.format_exception(exc))
+    assert "the line of the notebook cell" in shown and note in shown

@@ -49,6 +49,12 @@ def rebuild_exception(status: dict[str, Any]) -> BaseException:
             status.get("exc_type", ""),
             tb,
         )
+    note = status.get("call_note")
+    if note and note not in getattr(exc, "__notes__", ()):
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(note)
+        else:
+            tb = f"{tb}{note}\n"
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
         try:
