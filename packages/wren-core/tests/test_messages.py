@@ -105,3 +105,22 @@ def test_remote_traceback_shows_the_cells_line_hides_wren_and_names_the_call():
 
     shown = "".join(traceback.format_exception(exc))
     assert "the line of the notebook cell" in shown and note in shown
+
+
+BIG = bytes(range(256)) * 6000  # ~1.5 MB of globals captured by value
+
+
+def test_large_function_warns_before_sending_and_size_in_stats():
+    from wren.client.submission import LargeFunctionWarning
+
+    def uses_big(i):
+        return len(BIG) + i
+
+    with wren.function_executor(func_size_warning=1.0) as fexec:
+        with pytest.warns(LargeFunctionWarning, match=r"1\.\d MB.*put_cloudobject") as rec:
+            fut = fexec.call_async(uses_big, 1)
+        assert [w.filename for w in rec if w.category is LargeFunctionWarning] == [__file__], [str(w) for w in rec]
+        assert fut.result() == len(BIG) + 1
+        assert fut.stats["func_pickle_size_bytes"] > 1024 * 1024
+        small = fexec.call_async(fail_on_two, 1)
+        assert small.stats["func_pickle_size_bytes"] < 100 * 1024
