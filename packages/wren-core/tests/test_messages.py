@@ -124,3 +124,33 @@ def test_large_function_warns_before_sending_and_size_in_stats():
         assert fut.stats["func_pickle_size_bytes"] > 1024 * 1024
         small = fexec.call_async(fail_on_two, 1)
         assert small.stats["func_pickle_size_bytes"] < 100 * 1024
+
+
+def test_logging_no_double_lines_info_on_submit_end_clean(caplog):
+    import logging
+
+    wren_log = logging.getLogger("wren")
+    for h in list(wren_log.handlers):
+        wren_log.removeHandler(h)
+    caplog.set_level(logging.INFO, logger="wren")
+    with wren.function_executor(log_level="INFO") as fexec:
+        # the root logger has a handler (caplog's, as a user's basicConfig): wren adds none
+        assert wren_log.handlers == []
+        fexec.wait(fexec.map(fail_on_two, [1, 2, 3]), throw_except=False)
+        fexec.clean()
+    text = caplog.text
+    assert "3 call(s) of fail_on_two submitted" in text
+    assert "3 call(s) of fail_on_two done, 1 failed" in text
+    assert "cleaned " in text
+
+
+def test_ctrl_c_says_how_many_calls_were_cancelled(caplog):
+    import _thread
+    import threading
+
+    with wren.function_executor(max_workers=1) as fexec:
+        futures = fexec.map(nap, range(4))
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            fexec.wait(futures)
+        assert "interrupted: 4 call(s) not finished were cancelled" in caplog.text

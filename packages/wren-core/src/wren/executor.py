@@ -22,6 +22,7 @@ from wren.client import waiting
 from wren.client.attempts import Attempts, exception_names
 from wren.client.calls import CallTracker
 from wren.client.dispatch import Dispatcher
+from wren.client.reporting import JobLog
 from wren.client.submission import Identity, RemoteReducer, Submitter, worker_sections
 from wren.client.waiting import ALL_COMPLETED, ALWAYS, ANY_COMPLETED
 from wren.config import Config, load_config, parse_section
@@ -37,11 +38,13 @@ _live: weakref.WeakSet[FunctionExecutor] = weakref.WeakSet()
 
 
 def _setup_logging(level: str | None) -> None:
+    """Set the ``wren`` logger's level; add a handler only when neither it nor the root logger
+    has one (a configured root logger prints wren's lines already: no line twice)."""
     if not level:
         return
     log = logging.getLogger("wren")
     log.setLevel(str(level).upper())
-    if not log.handlers:
+    if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
         log.addHandler(handler)
@@ -103,6 +106,7 @@ class FunctionExecutor:
         self._closed = False
         self._jobs: dict[str, dict[str, Any]] = {}
         self._attached: list[tuple[str, str]] = []
+        self._job_log = JobLog(self._jobs)
 
         self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed)
         self._calls = CallTracker(self._attempts.failed, self._finished)
@@ -173,6 +177,7 @@ class FunctionExecutor:
         self._calls.failed(job_key, call_id, error)
 
     def _finished(self, future: ResponseFuture) -> None:
+        self._job_log.finished(future)
         self._attempts.forget(future)
         self._dispatch.release(future)
 
@@ -335,8 +340,12 @@ class FunctionExecutor:
         waiting.check_wait_args(return_when, timeout)
         fs = self._select(fs)
         bar = waiting.progress_bar(len(fs), show_progressbar and self.config.wren.progressbar)
-        return waiting.wait_for(self._calls, fs, return_when, throw_except, timeout, bar, self._tick,
-                                lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
+        try:
+            return waiting.wait_for(self._calls, fs, return_when, throw_except, timeout, bar, self._tick,
+                                    lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
+        except KeyboardInterrupt:
+            self._dispatch.interrupted(fs)
+            raise
 
     def _tick(self, fs: list[ResponseFuture]) -> None:
         self._attempts.expire_overdue(fs, self._calls.failed)
@@ -363,8 +372,7 @@ class FunctionExecutor:
         return results[0] if single else results
 
     async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
-        """``await`` form of :meth:`get_result` for asyncio code and notebooks: the event loop
-        keeps running while the calls run. Parameters as in :meth:`get_result`."""
+        """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same parameters."""
         from wren.client.completion import run_off_loop
 
         return await run_off_loop(self.get_result, fs, throw_except, timeout, False)
@@ -417,7 +425,7 @@ class FunctionExecutor:
             self._submitter.forget_uploads()
             for eid in [self.executor_id] + [e for e, _ in self._attached]:
                 journal.remove(eid)
-        logger.debug("cleaned %d object(s) under %s", removed, prefixes)
+        logger.info("cleaned %d object(s) under %s", removed, ", ".join(prefixes))
         return removed
 
     def plot(self, fs: Any = None, dst: str | None = None) -> list[Any]:
