@@ -128,7 +128,7 @@ class FunctionExecutor:
             worker_context.register_executor(self)
         _live.add(self)
         # warm the backend (the localhost pool) while the user prepares the first job
-        threading.Thread(target=self._dispatch.start, name="wren-start", daemon=True).start()
+        threading.Thread(target=self._dispatch.warm, name="wren-start", daemon=True).start()
         logger.info("executor %s: backend %s, storage %s, max_workers %d",
                     self.executor_id, self.backend, self.storage_backend.name, self.max_workers)
 

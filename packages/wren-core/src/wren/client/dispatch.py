@@ -37,6 +37,14 @@ class Dispatcher:
         self._started = False
         self._lock = threading.RLock()
 
+    def warm(self) -> None:
+        """:meth:`start` in the background while the user prepares a job: a failure is only
+        logged here (no thread prints a traceback); the first job raises it with its fix."""
+        try:
+            self.start()
+        except Exception as exc:  # noqa: BLE001 - reported when a job needs the backend
+            logger.debug("warming the backend failed: %s", exc)
+
     def start(self) -> None:
         """Get the backend ready (warm the localhost pool); idempotent."""
         with self._lock:
