@@ -7,9 +7,7 @@ from wren_testsupport.isolation import isolated_environment
 def _isolated_wren(tmp_path_factory):
     """No user config file, and storage in a fresh folder, for the whole session."""
     root = tmp_path_factory.mktemp("wren-storage")
-    with isolated_environment(tmp_path_factory.mktemp("home"), {"WREN_LOCALHOST__STORAGE_ROOT": root,
-                                                                       # no progress bars in test output
-                                                                       "WREN_PROGRESSBAR": "0"}):
+    with isolated_environment(tmp_path_factory.mktemp("home"), {"WREN_LOCALHOST__STORAGE_ROOT": root}):
         yield root
 
 
