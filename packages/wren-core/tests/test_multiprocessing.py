@@ -84,7 +84,7 @@ def test_async_and_timeout(pool):
     assert not res.ready()
     assert res.get() == 49
     assert res.ready() and res.successful()
-    slow = pool.apply_async(sqr, (6, 3))
+    slow = pool.apply_async(sqr, (6, 1.5))
     with pytest.raises(multiprocessing.TimeoutError):
         slow.get(timeout=0.1)
     slow.wait(timeout=0.05)
@@ -161,7 +161,7 @@ def test_close_join_and_not_running():
 
 def test_terminate_and_context_manager():
     with Pool(2) as p:
-        res = p.apply_async(sqr, (2, 5))
+        res = p.apply_async(sqr, (2, 1.5))
     # __exit__ terminated the pool: the pending result is dropped, the pool refuses work
     res.wait(5)
     assert res.ready() and not res.successful()

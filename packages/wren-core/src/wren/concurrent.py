@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import logging
 import threading
 import time
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
-from wren.executor import FunctionExecutor
+from wren.executor import ANY_COMPLETED, FunctionExecutor
 from wren.future import ResponseFuture
+
+logger = logging.getLogger("wren.concurrent")
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -46,6 +49,11 @@ class Executor(cf.Executor):
         # results are decoded (maybe read from storage) here, not in the thread that learned
         # the outcome (a monitor's or the backend's)
         self._settler = cf.ThreadPoolExecutor(4, thread_name_prefix="wren-settle")
+        # one thread per executor runs wren's watchdog, retries and speculation over the
+        # calls not finished (what wait() does for FunctionExecutor's own users)
+        self._wake = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="wren-watchdog", daemon=True)
+        self._watchdog.start()
 
     @property
     def function_executor(self) -> FunctionExecutor:
@@ -76,7 +84,28 @@ class Executor(cf.Executor):
         fut: cf.Future[Any] = cf.Future()
         self._bridged.append((wf, fut))
         wf.add_done_callback(lambda w: self._settle_soon(w, fut))
+        self._wake.set()
         return fut
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                self._bridged = [(wf, fut) for wf, fut in self._bridged if not fut.done()]
+                pending = [wf for wf, _ in self._bridged if not wf.ready]
+                if self._shutdown and not pending:
+                    return
+            if not pending:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._fexec.wait(pending, return_when=ANY_COMPLETED, throw_except=False, timeout=1.0,
+                                 show_progressbar=False)
+            except Exception as exc:  # noqa: BLE001 - e.g. the executor closed under it
+                logger.debug("watchdog: %s", exc)
+                if self._shutdown:
+                    return
+                time.sleep(1.0)
 
     def _settle_soon(self, wf: ResponseFuture, fut: cf.Future[Any]) -> None:
         try:
@@ -130,6 +159,7 @@ class Executor(cf.Executor):
         with self._lock:
             self._shutdown = True
             bridged = list(self._bridged)
+        self._wake.set()
         if cancel_futures:
             for _, fut in bridged:
                 fut.cancel()
