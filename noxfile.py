@@ -25,7 +25,7 @@ PACKAGES = [
 EXISTING = [p for p in PACKAGES if (ROOT / "packages" / p / "pyproject.toml").exists()]
 PYTHON = None  # the interpreter nox runs on (CI: the machine's Python)
 
-nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "lint", "types"]
+nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "notebook", "lint", "types"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -50,6 +50,16 @@ for _package in EXISTING:
         # testsupport/: starters for the real servers tests use (S3, Docker engine, RabbitMQ)
         env = {"PYTHONPATH": str(ROOT / "testsupport")}
         session.run("pytest", str(ROOT / "packages" / package / "tests"), *args, env=env)
+
+
+@nox.session(python=PYTHON)
+def notebook(session: nox.Session) -> None:
+    """Run examples/notebook.ipynb in a real Jupyter kernel (nbclient) and check its outputs:
+    the progress widget, inline plots, a later plain matplotlib plot, a remote traceback.
+    The executed notebook is kept in .nox/notebook-executed.ipynb."""
+    session.install(f"{ROOT / 'packages' / 'wren-core'}[test]", "nbclient", "nbformat", "ipykernel", "ipywidgets")
+    env = {"PYTHONPATH": str(ROOT / "testsupport"), "WREN_NOTEBOOK_OUT": str(ROOT / ".nox" / "notebook-executed.ipynb")}
+    session.run("pytest", str(ROOT / "packages" / "wren-core" / "tests" / "test_notebook.py"), "-q", "-rs", env=env)
 
 
 @nox.session(python=PYTHON)

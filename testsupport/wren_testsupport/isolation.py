@@ -10,8 +10,10 @@ from collections.abc import Iterable, Iterator, Mapping
 def isolated_environment(home: os.PathLike | str, set_vars: Mapping[str, str] | None = None,
                          unset: Iterable[str] = ()) -> Iterator[None]:
     """``HOME`` -> ``home`` (so ``~/.wren`` is fresh), no ``WREN_CONFIG_FILE``, the variables
-    in ``unset`` removed and those in ``set_vars`` set; everything restored afterwards."""
-    set_vars = {k: str(v) for k, v in (set_vars or {}).items()}
+    in ``unset`` removed and those in ``set_vars`` set; everything restored afterwards.
+    Progress bars are off (``WREN_PROGRESSBAR=0``) unless ``set_vars`` says otherwise: they are
+    on by default even without a terminal, and test output stays clean."""
+    set_vars = {"WREN_PROGRESSBAR": "0", **{k: str(v) for k, v in (set_vars or {}).items()}}
     unset = list(unset)
     names = {"HOME", "WREN_CONFIG_FILE", *set_vars, *unset}
     saved = {k: os.environ.get(k) for k in names}

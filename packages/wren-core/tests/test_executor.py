@@ -378,7 +378,7 @@ def test_plot_writes_pngs(fexec, tmp_path):
 
     futures = fexec.map(jitter, range(200))
     fexec.get_result(futures)
-    paths = fexec.plot(futures, dst=str(tmp_path / "run"))
+    paths = [fig.wren_path for fig in fexec.plot(futures, dst=str(tmp_path / "run"))]
     assert sorted(os.path.basename(p) for p in paths) == ["run_histogram.png", "run_timeline.png"]
     for p in paths:
         with open(p, "rb") as f:

@@ -5,6 +5,7 @@
     futures = fexec.map(lambda x: x * 2, range(1000))
     print(fexec.get_result(futures))
 """
+from wren.client.completion import as_completed
 from wren.compute.base import ComputeBackend
 from wren.errors import (
     CallTimeoutError,
@@ -64,6 +65,7 @@ __all__ = [
     "WorkerDiedError",
     "WrenError",
     "__version__",
+    "as_completed",
     "code_engine_executor",
     "docker_executor",
     "function_executor",

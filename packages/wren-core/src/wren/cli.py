@@ -147,6 +147,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"wren": masked(cfg.to_dict()["wren"], WrenConfig)}
     for section, values in sorted(cfg.sections.items()):
         out[section] = masked(values, reg.config_class_for_section(section))
+    if args.all:  # the sections in use, with their defaults
+        out.update(_sections_in_use(cfg, reg, out))
     if args.json:
         print(json.dumps({"source_file": cfg.source_file, "config": out}, indent=2, default=str))
     else:
@@ -155,6 +157,26 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         print(f"# from: {cfg.source_file or 'no file (defaults and environment)'}")
         print(yaml.safe_dump(out, sort_keys=False).rstrip())
     return 0
+
+
+def _sections_in_use(cfg: Any, reg: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """The backend's, the storage's and the monitor's sections with every default filled in
+    (secrets masked); a section that does not parse shows what is set and why."""
+    import dataclasses
+
+    from wren.config import masked, parse_section
+
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys([cfg.wren.backend, cfg.wren.storage, cfg.wren.monitoring]):
+        cls = reg.config_class_for_section(name)
+        if cls is None:  # nothing to configure (the storage monitor), or shown as set
+            continue
+        try:
+            values = dataclasses.asdict(parse_section(cls, name, cfg.section(name)))
+        except Exception as exc:  # noqa: BLE001 - shown, not raised: this is a diagnostic
+            values = {**cfg.section(name), "# incomplete": str(exc)}
+        out[name] = masked(values, cls)
+    return out
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -242,6 +264,10 @@ def cmd_runtime(args: argparse.Namespace) -> int:
             rows = backend.list_runtimes()
             if args.json:
                 print(json.dumps(rows, default=str, indent=2))
+            elif not rows:
+                print(f"backend {backend.name!r} has no runtimes deployed" + (
+                    " (it runs calls in this machine's Python: nothing to deploy)" if backend.name == "localhost"
+                    else "; deploy one with: wren runtime deploy NAME"))
             else:
                 for r in rows:
                     print("  ".join(f"{k}={v}" for k, v in r.items()))
@@ -289,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     cs = csub.add_parser("show", help="print the merged configuration, secrets masked")
     cs.add_argument("--json", action="store_true", help="machine-readable output")
+    cs.add_argument("--all", action="store_true",
+                    help="also the sections in use (backend, storage, monitor) with their defaults")
     cs.set_defaults(func=cmd_config_show)
 
     p = sub.add_parser("logs", help="show what the calls of a job printed")
@@ -328,10 +356,30 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--json", action="store_true", help="machine-readable output")
         rp.set_defaults(func=cmd_runtime)
 
-    from wren.plugins import get_plugin_manager
+    from wren.plugins import get_plugin_manager, load_entry_points
 
-    get_plugin_manager().hook.wren_cli_commands(subparsers=sub)
+    pm = get_plugin_manager()
+    load_entry_points(pm)  # plugins' commands (e.g. docker-clean) must exist before parsing
+    pm.hook.wren_cli_commands(subparsers=sub)
     return parser
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line with the fix when ``exc`` (or what caused it) says an engine or endpoint could
+    not be reached; None for any other error."""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    for e in seen:
+        name = type(e).__name__
+        if isinstance(e, (ConnectionError, socket.gaierror, socket.timeout)) or name.endswith(
+                ("ConnectionError", "DockerException", "NewConnectionError", "MaxRetryError")):
+            detail = " ".join(str(exc).split())[:200]
+            return (f"cannot reach the backend's engine or endpoint ({detail}); start it (e.g. the "
+                    "Docker engine) or fix its address in the config (wren config show --all)")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except WrenError as exc:
         print(f"wren: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        print(f"wren: error: {unreachable}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wren: interrupted", file=sys.stderr)

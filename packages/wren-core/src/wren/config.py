@@ -79,8 +79,11 @@ class WrenConfig:
     inline_result_limit: int = 64 * 1024
     #: Remove the executor's temporary data when it is closed or the program exits.
     clean_on_exit: bool = True
-    #: Show progress bars in ``wait``/``get_result`` (when output is a terminal).
+    #: Show progress bars in ``wait``/``get_result`` (a widget in Jupyter, a bar elsewhere).
     progressbar: bool = True
+    #: Warn before sending a function whose pickled size (closure and globals included) is
+    #: over this many MB.
+    func_size_warning: float = 1.0
     #: Re-invoke a call up to this many times when it fails for a reason another try can fix
     #: (worker lost, out of memory, timeout, a transient platform or storage error).
     retries: int = 0

@@ -22,6 +22,7 @@ from wren.client import waiting
 from wren.client.attempts import Attempts, exception_names
 from wren.client.calls import CallTracker
 from wren.client.dispatch import Dispatcher
+from wren.client.reporting import JobLog
 from wren.client.submission import Identity, RemoteReducer, Submitter, worker_sections
 from wren.client.waiting import ALL_COMPLETED, ALWAYS, ANY_COMPLETED
 from wren.config import Config, load_config, parse_section
@@ -37,11 +38,13 @@ _live: weakref.WeakSet[FunctionExecutor] = weakref.WeakSet()
 
 
 def _setup_logging(level: str | None) -> None:
+    """Set the ``wren`` logger's level; add a handler only when neither it nor the root logger
+    has one (a configured root logger prints wren's lines already: no line twice)."""
     if not level:
         return
     log = logging.getLogger("wren")
     log.setLevel(str(level).upper())
-    if not log.handlers:
+    if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
         log.addHandler(handler)
@@ -103,6 +106,7 @@ class FunctionExecutor:
         self._closed = False
         self._jobs: dict[str, dict[str, Any]] = {}
         self._attached: list[tuple[str, str]] = []
+        self._job_log = JobLog(self._jobs)
 
         self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed)
         self._calls = CallTracker(self._attempts.failed, self._finished)
@@ -124,7 +128,7 @@ class FunctionExecutor:
             worker_context.register_executor(self)
         _live.add(self)
         # warm the backend (the localhost pool) while the user prepares the first job
-        threading.Thread(target=self._dispatch.start, name="wren-start", daemon=True).start()
+        threading.Thread(target=self._dispatch.warm, name="wren-start", daemon=True).start()
         logger.info("executor %s: backend %s, storage %s, max_workers %d",
                     self.executor_id, self.backend, self.storage_backend.name, self.max_workers)
 
@@ -179,6 +183,7 @@ class FunctionExecutor:
         self._calls.failed(job_key, call_id, error)
 
     def _finished(self, future: ResponseFuture) -> None:
+        self._job_log.finished(future)
         self._attempts.forget(future)
         self._dispatch.release(future)
 
@@ -341,8 +346,12 @@ class FunctionExecutor:
         waiting.check_wait_args(return_when, timeout)
         fs = self._select(fs)
         bar = waiting.progress_bar(len(fs), show_progressbar and self.config.wren.progressbar)
-        return waiting.wait_for(self._calls, fs, return_when, throw_except, timeout, bar, self._tick,
-                                lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
+        try:
+            return waiting.wait_for(self._calls, fs, return_when, throw_except, timeout, bar, self._tick,
+                                    lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
+        except KeyboardInterrupt:
+            self._dispatch.interrupted(fs)
+            raise
 
     def _tick(self, fs: list[ResponseFuture]) -> None:
         self._attempts.expire_overdue(fs, self._calls.failed)
@@ -367,6 +376,12 @@ class FunctionExecutor:
         _, not_done = self.wait(selected, ALL_COMPLETED, throw_except, timeout, show_progressbar)
         results = waiting.collect(selected, not_done, timeout, throw_except)
         return results[0] if single else results
+
+    async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
+        """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same parameters."""
+        from wren.client.completion import run_off_loop
+
+        return await run_off_loop(self.get_result, fs, throw_except, timeout, False)
 
     # -- reattaching, cleaning, reporting -------------------------------------------------------
     def _write_journal(self) -> None:
@@ -416,15 +431,16 @@ class FunctionExecutor:
             self._submitter.forget_uploads()
             for eid in [self.executor_id] + [e for e, _ in self._attached]:
                 journal.remove(eid)
-        logger.debug("cleaned %d object(s) under %s", removed, prefixes)
+        logger.info("cleaned %d object(s) under %s", removed, ", ".join(prefixes))
         return removed
 
-    def plot(self, fs: Any = None, dst: str | None = None) -> list[str]:
-        """Draw the execution timeline and the concurrency histogram of ``fs`` (default: all)
-        to ``<dst>_timeline.png`` and ``<dst>_histogram.png``. Needs matplotlib."""
+    def plot(self, fs: Any = None, dst: str | None = None) -> list[Any]:
+        """The execution timeline and concurrency histogram of ``fs`` (default: all) as two
+        matplotlib Figures (shown inline in a notebook; the process's matplotlib backend is
+        left alone). ``dst``: also write ``<dst>_timeline.png`` and ``<dst>_histogram.png``."""
         from wren.client import reporting
 
-        return reporting.plot(self._select(fs), dst or f"wren-{self.executor_id}")
+        return reporting.plot(self._select(fs), dst, {k: m["func"] for k, m in self._jobs.items()})
 
     def job_summary(self) -> list[dict[str, Any]]:
         """Per job: calls, successes, failures and phase times (seconds)."""

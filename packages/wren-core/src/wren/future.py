@@ -6,15 +6,19 @@ the client (or it failed). Results are decoded lazily, on the client, when first
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
 from typing import Any, Protocol
+from collections.abc import Callable, Generator
 
 from wren import serialize
 from wren.errors import RemoteError, RemoteTraceback, SerializationError, WaitTimeoutError
 
 NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
+
+logger = logging.getLogger("wren.future")
 
 
 class FutureOwner(Protocol):
@@ -45,6 +49,12 @@ def rebuild_exception(status: dict[str, Any]) -> BaseException:
             status.get("exc_type", ""),
             tb,
         )
+    note = status.get("call_note")
+    if note and note not in getattr(exc, "__notes__", ()):
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(note)
+        else:
+            tb = f"{tb}{note}\n"
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
         try:
@@ -110,7 +120,7 @@ class ResponseFuture:
     def __getstate__(self) -> dict[str, Any]:
         # never the key: a call that returns futures has them stored in its status record, and
         # the client that adopts them derives their key from its own
-        return {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock", "_secret")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock", "_secret", "_callbacks")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -254,3 +264,53 @@ class ResponseFuture:
     def logs(self) -> str:
         """What the call printed (stdout and stderr)."""
         return (self._status or {}).get("logs", "")
+
+    # -- callbacks and asyncio ------------------------------------------------------------------
+    def add_done_callback(self, fn: Callable[[ResponseFuture], Any]) -> None:
+        """Call ``fn(future)`` once the call finished (at once when it already has).
+
+        :param fn: a callable taking this future; it runs in the thread that learned the
+            outcome (a monitor's or the backend's), so it should be quick. Its exceptions are
+            logged and ignored, as in :meth:`concurrent.futures.Future.add_done_callback`.
+        """
+        with self._lock:
+            callbacks: list[Callable[[ResponseFuture], Any]] | None = self.__dict__.get("_callbacks", [])
+            if callbacks is not None:  # None: the callbacks already ran
+                self.__dict__["_callbacks"] = callbacks + [fn]
+                return
+        self._call_back(fn)
+
+    def _notify_done(self) -> None:
+        """Run the done callbacks (the call tracker calls this once the future is settled)."""
+        with self._lock:
+            callbacks = self.__dict__.get("_callbacks") or []
+            self.__dict__["_callbacks"] = None
+        for fn in callbacks:
+            self._call_back(fn)
+
+    def _call_back(self, fn: Callable[[ResponseFuture], Any]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            logger.exception("a done callback of %r raised", self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future`` in asyncio code: waits without blocking the event loop, then
+        returns the result (or raises the call's exception)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        def wake(_: ResponseFuture) -> None:
+            loop.call_soon_threadsafe(settle)
+
+        if not self.ready and self._executor is not None:  # unattached: result() explains
+            self.add_done_callback(wake)
+            yield from ready.__await__()
+        # decoding may read a stored result: do it off the event loop
+        return (yield from loop.run_in_executor(None, self.result).__await__())

@@ -422,7 +422,8 @@ def package_function(
         modules = sorted(set(include_modules) - set(exclude_modules or ()))
     func_bytes = dumps(func, f"function {getattr(func, '__qualname__', func)!r}")
     package = pickle.dumps(
-        {"func": func_bytes, "modules": zip_modules(modules), "module_names": modules},
+        {"func": func_bytes, "modules": zip_modules(modules), "module_names": modules,
+         "sources": function_sources(func)},
         protocol=pickle.HIGHEST_PROTOCOL,
     )
     return package, modules
@@ -432,3 +433,50 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def dynamic_functions(func: Any) -> list[types.FunctionType]:
+    """The functions pickled by value that ``func`` is or refers to (partials, methods, the
+    functions its globals name): those of a notebook cell or of ``__main__``."""
+    found: list[types.FunctionType] = []
+    seen: set[int] = set()
+    todo = [func]
+    while todo and len(seen) < 200:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            todo += [obj.func, *obj.args, *(obj.keywords or {}).values()]
+        elif isinstance(obj, types.MethodType):
+            todo.append(obj.__func__)
+        elif isinstance(obj, types.FunctionType) and obj.__module__ in ("__main__", None):
+            found.append(obj)
+            g = obj.__globals__
+            todo += [g[n] for n in obj.__code__.co_names if isinstance(g.get(n), types.FunctionType)]
+    return found
+
+
+def code_id(code: types.CodeType) -> str:
+    """A code object's name and first line (cloudpickle drops its file name)."""
+    return f"{code.co_name}:{code.co_firstlineno}"
+
+
+def function_sources(func: Any, limit: int = 256 * 1024) -> dict[str, Any]:
+    """Where the functions ``func`` brings by value come from, and the source lines of those
+    files when a worker cannot read them (a notebook cell, ``__main__``'s script): sent with
+    the function so the call's traceback shows the user's lines. At most ``limit``
+    characters of source in all."""
+    import linecache
+
+    files: dict[str, list[str]] = {}
+    code_files: dict[str, str] = {}
+    size = 0
+    for f in dynamic_functions(func):
+        name = f.__code__.co_filename
+        code_files[code_id(f.__code__)] = name
+        if name in files:
+            continue
+        lines = linecache.getlines(name)
+        if lines and size + sum(map(len, lines)) <= limit:
+            files[name] = lines
+            size += sum(map(len, lines))
+    return {"files": files, "code_files": code_files}

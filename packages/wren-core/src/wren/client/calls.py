@@ -107,3 +107,4 @@ class CallTracker:
             listeners = list(self._listeners)
         for listener in listeners:
             listener.finished(future)
+        future._notify_done()  # the future's own done callbacks (add_done_callback, await)

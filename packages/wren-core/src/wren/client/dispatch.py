@@ -7,6 +7,7 @@ pipes) needs no monitor unless the user chose a push monitor.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -15,6 +16,8 @@ from wren.compute.base import ComputeBackend, ResultChannel
 from wren.future import INVOKED, ResponseFuture
 from wren.monitor import Monitor
 from wren.records import Call, Job
+
+logger = logging.getLogger("wren.executor")
 
 
 class Dispatcher:
@@ -33,6 +36,14 @@ class Dispatcher:
         self._invoker: Any = None
         self._started = False
         self._lock = threading.RLock()
+
+    def warm(self) -> None:
+        """:meth:`start` in the background while the user prepares a job: a failure is only
+        logged here (no thread prints a traceback); the first job raises it with its fix."""
+        try:
+            self.start()
+        except Exception as exc:  # noqa: BLE001 - reported when a job needs the backend
+            logger.debug("warming the backend failed: %s", exc)
 
     def start(self) -> None:
         """Get the backend ready (warm the localhost pool); idempotent."""
@@ -95,6 +106,21 @@ class Dispatcher:
         """A call finished: its slot under ``max_workers`` is free."""
         if self._invoker is not None:
             self._invoker.release(future.job_key, future.call_id)
+
+    def interrupted(self, fs: list[ResponseFuture]) -> int:
+        """The user pressed Ctrl-C while waiting for ``fs``: drop their calls not started yet
+        (queued here or on the backend) and say how many calls were cancelled."""
+        pending = [f for f in fs if not f.ready]
+        for job_key in sorted({f.job_key for f in pending}):
+            if self._invoker is not None:
+                self._invoker.cancel(job_key)
+            try:
+                self.compute.cancel(job_key)
+            except Exception as exc:  # best effort: the interrupt goes on
+                logger.debug("could not cancel %s: %s", job_key, exc)
+        logger.warning("interrupted: %d call(s) not finished were cancelled (calls already running "
+                       "may still finish on the backend)", len(pending))
+        return len(pending)
 
     def close(self, owner: str) -> None:
         """Stop monitoring and invoking, and release the backend."""

@@ -1,11 +1,40 @@
 """Reporting: what finished calls printed, plots of a run, and per-job summaries."""
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from wren.client import journal
 from wren.errors import InvalidInputError
 from wren.future import ResponseFuture
+
+logger = logging.getLogger("wren.executor")
+
+
+class JobLog:
+    """Logs (INFO) when a job's last call settles: calls, failed, wall time. ``jobs`` is the
+    executor's job table (``calls``, ``func``, ``submitted`` per job key)."""
+
+    def __init__(self, jobs: dict[str, dict[str, Any]]):
+        self._jobs = jobs
+        self._counts: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def finished(self, future: ResponseFuture) -> None:
+        """One call of a job settled (exactly once per call)."""
+        meta = self._jobs.get(future.job_key)
+        if meta is None:
+            return
+        with self._lock:
+            counts = self._counts.setdefault(future.job_key, [0, 0])
+            counts[0] += 1
+            counts[1] += int(future.error)
+            done, failed = counts
+        if done == meta["calls"]:
+            logger.info("job %s: %d call(s) of %s done, %d failed, %.1f s", future.job_key, done, meta["func"],
+                        failed, time.time() - meta["submitted"])
 
 
 def save_logs(futures: list[ResponseFuture]) -> None:
@@ -18,14 +47,15 @@ def save_logs(futures: list[ResponseFuture]) -> None:
         journal.save_logs(executor_id, job_id, [(f.call_id, f.logs()) for f in fs])
 
 
-def plot(futures: list[ResponseFuture], dst: str) -> list[str]:
-    """Timeline and concurrency histogram of the finished ``futures`` (needs matplotlib)."""
+def plot(futures: list[ResponseFuture], dst: str | None, functions: dict[str, str] | None = None) -> list[Any]:
+    """Timeline and concurrency histogram of the finished ``futures`` as two matplotlib
+    Figures (PNG files too with ``dst``); ``functions`` names each job's function."""
     from wren.client.plots import plot_futures
 
     fs = [f for f in futures if f.ready]
     if not fs:
         raise InvalidInputError("no finished calls to plot: wait for some calls first")
-    return plot_futures(fs, dst)
+    return plot_futures(fs, dst, functions)
 
 
 def job_summary(jobs: dict[str, dict[str, Any]], futures_of: Any, price_per_gb_second: float | None,

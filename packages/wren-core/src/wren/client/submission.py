@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 import uuid
 from typing import Any
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -199,6 +200,7 @@ class Submitter:
         package, shipped = serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules())
         if shipped:
             logger.debug("shipping local modules %s with %s", shipped, getattr(func, "__name__", func))
+        warn_if_large(func, len(package), wcfg.func_size_warning)
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
@@ -245,6 +247,7 @@ class Submitter:
             data, span = inline[i], ranges[i]
             f.stats["func_data_size_bytes"] = len(data) if data is not None else (span[1] - span[0] + 1 if span else 0)
             f.stats["timeout"] = timeout
+            f.stats["func_pickle_size_bytes"] = len(package)
             f._inflight = 1
             futures.append(f)
         return job, calls, futures
@@ -275,3 +278,34 @@ class RemoteReducer:
         if self.binder.reserved["id"]:
             kwargs["id"] = id
         return self.reduce_function(results, **kwargs)
+
+
+def warn_if_large(func: Any, size: int, limit_mb: float) -> None:
+    """Warn (before anything is sent) when the pickled function is over ``limit_mb`` MB: it
+    travels to storage once per executor and is loaded by every worker."""
+    if size <= limit_mb * 1024 * 1024:
+        return
+    name = getattr(func, "__qualname__", None) or getattr(getattr(func, "func", None), "__qualname__", repr(func))
+    warnings.warn(
+        f"the function {name!r} pickles to {size / 1024 / 1024:.1f} MB (its closure and the globals "
+        "it uses included), sent to storage and loaded by every worker: put large data in storage "
+        "once (obj = wren.Storage().put_cloudobject(data)), pass obj and read it in the function "
+        "with storage.get_cloudobject(obj) (this warning starts at wren.func_size_warning = "
+        f"{limit_mb} MB)",
+        LargeFunctionWarning, stacklevel=_user_stacklevel(),
+    )
+
+
+def _user_stacklevel() -> int:
+    """The stack level of the first caller outside wren (so a warning points at the user's line)."""
+    import sys
+
+    wren_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(wren_dir + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class LargeFunctionWarning(UserWarning):
+    """The function to run pickles to more than ``wren.func_size_warning`` MB."""

@@ -33,17 +33,20 @@ from wren.errors import (
 from wren.keys import data_place, result_key, status_key
 from wren.records import Call, Job
 from wren.version import PYTHON_VERSION, __version__
-from wren.worker import context
+from wren.worker import context, tracebacks
 
-def exception_payload(exc: BaseException) -> dict[str, Any]:
-    """The fields of a status record that describe a failure: type, message, traceback and
-    the pickled exception (``None`` when it cannot travel)."""
+def exception_payload(exc: BaseException, note: str | None = None) -> dict[str, Any]:
+    """The fields of a status record that describe a failure: type, message, traceback (the
+    user's frames; wren's own are hidden), the pickled exception (``None`` when it cannot
+    travel) and ``note``, naming the call (the client adds it to the exception)."""
+    tracebacks.hide_internal_frames(exc)
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     payload: dict[str, Any] = {
         "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "exc_message": str(exc),
         "traceback": tb_text,
         "exception": None,
+        "call_note": note,
     }
     try:
         from tblib import pickling_support
@@ -169,6 +172,7 @@ class WorkerRuntime:
         if package.get("modules"):
             self._unpack_modules(job.func_key.rsplit("/", 1)[-1], package["modules"], package["module_names"])
         func = serialize.loads(package["func"], "the function")
+        tracebacks.register_sources(func, package.get("sources"))
         with self._lock:
             self._funcs[cache_key] = func
             while len(self._funcs) > 64:
@@ -221,6 +225,7 @@ class WorkerRuntime:
         publisher = self.publisher_for(job)
         if publisher is not None:
             self._publish(publisher, job, "start", {"job_key": job.job_key, "call_id": call_id})
+        arguments: Any = None
         try:
             if job.python and job.python != PYTHON_VERSION:
                 raise VersionMismatchError(
@@ -230,6 +235,7 @@ class WorkerRuntime:
             storage = self.storage_for(job)
             func = self.load_function(job, storage, secret)
             args, kwargs = self.load_data(job, call, storage, secret)
+            arguments = (args, kwargs)  # named in the note of a failure
             kwargs = dict(kwargs)
             reserved = job.reserved or {}
             if reserved.get("id"):
@@ -273,7 +279,7 @@ class WorkerRuntime:
             else:
                 err = exc
                 status["error_kind"] = "user"
-            status.update(exception_payload(err))
+            status.update(exception_payload(err, tracebacks.call_note(job.job_key, call_id, job.func_name, arguments)))
         logs_text = logs.getvalue()
         if len(logs_text) > self.MAX_LOG_CHARS:
             logs_text = logs_text[-self.MAX_LOG_CHARS:]

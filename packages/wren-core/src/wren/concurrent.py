@@ -1,0 +1,209 @@
+"""``wren.concurrent.Executor``: a :class:`concurrent.futures.Executor` whose calls run on the
+configured wren backend.
+
+Its futures are real :class:`concurrent.futures.Future` objects, so the standard library's
+``as_completed``/``wait``, ``add_done_callback``, :func:`asyncio.wrap_future` and
+``loop.run_in_executor(executor, f, x)`` work with them::
+
+    with wren.concurrent.Executor(backend="localhost") as ex:
+        futures = [ex.submit(pow, 2, n) for n in range(10)]
+        for f in concurrent.futures.as_completed(futures):
+            print(f.result())
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import logging
+import threading
+import time
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+
+from wren.executor import ANY_COMPLETED, FunctionExecutor
+from wren.future import ResponseFuture
+
+logger = logging.getLogger("wren.concurrent")
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    """One call of ``Executor.map``: ``fn`` over each argument tuple of a chunk."""
+    return [fn(*args) for args in chunk]
+
+
+class Executor(cf.Executor):
+    """A :class:`concurrent.futures.Executor` over a :class:`wren.FunctionExecutor`.
+
+    :param function_executor_kwargs: passed to :func:`wren.function_executor` (``backend=``,
+        ``storage=``, ``config=``, ``max_workers=``...).
+
+    ``shutdown(wait=True)`` waits for the submitted calls and closes the wren executor (which
+    cleans its temporary data unless ``clean_on_exit=False``).
+    """
+
+    def __init__(self, **function_executor_kwargs: Any):
+        self._fexec = FunctionExecutor(**function_executor_kwargs)
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._bridged: list[tuple[ResponseFuture, cf.Future[Any]]] = []
+        # results are decoded (maybe read from storage) here, not in the thread that learned
+        # the outcome (a monitor's or the backend's)
+        self._settler = cf.ThreadPoolExecutor(4, thread_name_prefix="wren-settle")
+        # one thread per executor runs wren's watchdog, retries and speculation over the
+        # calls not finished (what wait() does for FunctionExecutor's own users)
+        self._wake = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="wren-watchdog", daemon=True)
+        self._watchdog.start()
+
+    @property
+    def function_executor(self) -> FunctionExecutor:
+        """The :class:`wren.FunctionExecutor` that runs the calls."""
+        return self._fexec
+
+    def __repr__(self) -> str:
+        return f"<wren.concurrent.Executor over {self._fexec!r}>"
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on the backend; returns a :class:`concurrent.futures.Future`.
+
+        :param fn: the function to run (pickled with cloudpickle, closures included).
+        :param args: its positional arguments.
+        :param kwargs: its keyword arguments.
+        """
+        with self._lock:
+            self._check_open()
+            wf = self._fexec.call_async(functools.partial(fn, *args, **kwargs), ())
+            return self._bridge(wf)
+
+    def _bridge(self, wf: ResponseFuture) -> cf.Future[Any]:
+        # pending until the call finished: cancel() drops a result nobody waits for any more
+        fut: cf.Future[Any] = cf.Future()
+        self._bridged.append((wf, fut))
+        wf.add_done_callback(lambda w: self._settle_soon(w, fut))
+        self._wake.set()
+        return fut
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                self._bridged = [(wf, fut) for wf, fut in self._bridged if not fut.done()]
+                pending = [wf for wf, _ in self._bridged if not wf.ready]
+                if self._shutdown and not pending:
+                    return
+            if not pending:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._fexec.wait(pending, return_when=ANY_COMPLETED, throw_except=False, timeout=1.0,
+                                 show_progressbar=False)
+            except Exception as exc:  # noqa: BLE001 - e.g. the executor closed under it
+                logger.debug("watchdog: %s", exc)
+                if self._shutdown:
+                    return
+                time.sleep(1.0)
+
+    def _settle_soon(self, wf: ResponseFuture, fut: cf.Future[Any]) -> None:
+        try:
+            self._settler.submit(_settle, wf, fut)
+        except RuntimeError:  # the settler is shut down (terminate): settle here
+            _settle(wf, fut)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like :func:`map`, with the calls running on the backend (one wren job).
+
+        :param fn: the function, called as ``fn(*items)`` with one item of each iterable.
+        :param iterables: the arguments (consumed at once, as the standard library does).
+        :param timeout: seconds, counted from this call, after which reading the next result
+            raises :class:`TimeoutError`.
+        :param chunksize: items per call (fewer, larger calls for short functions).
+        :returns: an iterator over the results, in input order; a failed call re-raises its
+            exception when its result is reached.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        return _results(self.map_chunks(fn, list(zip(*iterables, strict=False)), chunksize), end)
+
+    def map_chunks(self, fn: Callable[..., Any], items: list[tuple[Any, ...]],
+                   chunksize: int) -> list[cf.Future[Any]]:
+        """One future per chunk of ``chunksize`` argument tuples; each gives the list of
+        ``fn(*args)`` of its chunk (what :meth:`map` and :class:`wren.multiprocessing.Pool`
+        build on).
+
+        :param fn: the function.
+        :param items: argument tuples, one per call of ``fn``.
+        :param chunksize: argument tuples per backend call (>= 1).
+        """
+        if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+        with self._lock:
+            self._check_open()
+            if not chunks:
+                return []
+            wfs = self._fexec.map(functools.partial(_run_chunk, fn), [(c,) for c in chunks])
+            return [self._bridge(wf) for wf in wfs]
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; with ``wait=True`` wait for the submitted ones, then close the
+        wren executor.
+
+        :param wait: wait for the submitted calls before returning.
+        :param cancel_futures: cancel the futures not finished yet (their calls may still run
+            on the backend, but their results are dropped).
+        """
+        with self._lock:
+            self._shutdown = True
+            bridged = list(self._bridged)
+        self._wake.set()
+        if cancel_futures:
+            for _, fut in bridged:
+                fut.cancel()
+        if wait:
+            pending = [wf for wf, fut in bridged if not fut.done()]
+            if pending:
+                self._fexec.wait(pending, throw_except=False, show_progressbar=False)
+            self._settler.shutdown(wait=True)
+            self._fexec.close()
+        else:
+            self._settler.shutdown(wait=False)
+            threading.Thread(target=self._fexec.close, name="wren-shutdown", daemon=True).start()
+
+
+def _settle(wf: ResponseFuture, fut: cf.Future[Any]) -> None:
+    if fut.done():
+        return
+    try:
+        value = wf.result()
+    except BaseException as exc:  # noqa: BLE001 - the call's exception is the future's
+        _set(fut, exc=exc)
+    else:
+        _set(fut, value=value)
+
+
+def _set(fut: cf.Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+    except cf.InvalidStateError:  # cancelled by shutdown(cancel_futures=True) meanwhile
+        pass
+
+
+def _results(futures: list[cf.Future[Any]], end: float | None) -> Iterator[Any]:
+    try:
+        for fut in futures:
+            chunk = fut.result(None if end is None else max(0.0, end - time.monotonic()))
+            yield from chunk
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+__all__ = ["Executor"]
+

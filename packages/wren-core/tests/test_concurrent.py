@@ -1,0 +1,167 @@
+"""wren.concurrent.Executor against the standard library's expectations of an Executor, and
+wren's own futures with as_completed, add_done_callback and asyncio."""
+import asyncio
+import concurrent.futures as cf
+import threading
+import time
+
+import pytest
+
+import wren
+import wren.concurrent
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def fail_key(k):
+    return {}[k]
+
+
+def sleep_then(x, s):
+    time.sleep(s)
+    return x
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with wren.concurrent.Executor() as ex:
+        yield ex
+
+
+def test_is_a_standard_executor(executor):
+    assert isinstance(executor, cf.Executor)
+    fut = executor.submit(add, 1, 2, c=3)
+    assert isinstance(fut, cf.Future)
+    assert fut.result(timeout=60) == 6
+
+
+def test_as_completed_and_wait(executor):
+    futures = [executor.submit(square, n) for n in range(8)]
+    got = sorted(f.result() for f in cf.as_completed(futures, timeout=60))
+    assert got == [n * n for n in range(8)]
+    done, not_done = cf.wait(futures, timeout=60)
+    assert len(done) == 8 and not not_done
+
+
+def test_exception_keeps_its_type(executor):
+    fut = executor.submit(fail_key, "missing")
+    with pytest.raises(KeyError):
+        fut.result(timeout=60)
+    assert isinstance(fut.exception(), KeyError)
+
+
+def test_add_done_callback(executor):
+    seen = []
+    called = threading.Event()
+    fut = executor.submit(square, 7)
+
+    def cb(f):
+        seen.append(f.result())
+        called.set()
+
+    fut.add_done_callback(cb)
+    assert called.wait(60)
+    assert seen == [49]
+
+
+def test_map_order_chunksize_and_timeout(executor):
+    assert list(executor.map(square, range(10))) == [n * n for n in range(10)]
+    assert list(executor.map(add, range(7), range(7), chunksize=3)) == [2 * n for n in range(7)]
+    assert list(executor.map(square, [])) == []
+    with pytest.raises(ValueError):
+        executor.map(square, range(3), chunksize=0)
+    it = executor.map(sleep_then, [1], [2], timeout=0.2)
+    with pytest.raises(TimeoutError):
+        next(it)
+
+
+def test_asyncio_wrap_future_and_run_in_executor(executor):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a = await asyncio.wrap_future(executor.submit(square, 3))
+        b = await loop.run_in_executor(executor, square, 4)
+        return a, b
+
+    assert asyncio.run(main()) == (9, 16)
+
+
+def test_shutdown_rejects_new_work_and_cancel_futures():
+    ex = wren.concurrent.Executor()
+    slow = ex.submit(sleep_then, 1, 2)
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert slow.cancelled()
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 2)
+
+
+def test_shutdown_waits():
+    with wren.concurrent.Executor() as ex:
+        futs = [ex.submit(sleep_then, n, 0.2) for n in range(3)]
+    assert all(f.done() for f in futs)
+    assert [f.result() for f in futs] == [0, 1, 2]
+
+
+# -- wren's own futures ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fexec():
+    with wren.function_executor() as ex:
+        yield ex
+
+
+def test_wren_as_completed(fexec):
+    futures = fexec.map(sleep_then, [(n, 0.05 * (5 - n)) for n in range(5)])
+    seen = list(wren.as_completed(futures, timeout=60))
+    assert sorted(f.result() for f in seen) == list(range(5))
+    assert len({id(f) for f in seen}) == 5
+    slow = fexec.call_async(sleep_then, (1, 2))
+    with pytest.raises(wren.WaitTimeoutError):
+        list(wren.as_completed([slow], timeout=0.1))
+
+
+def test_wren_add_done_callback(fexec):
+    called = threading.Event()
+    got = []
+    fut = fexec.call_async(square, 5)
+    fut.add_done_callback(lambda f: (got.append(f.result()), called.set()))
+    assert called.wait(60)
+    assert got == [25]
+    late = []
+    fut.add_done_callback(late.append)  # already finished: runs at once
+    assert late == [fut]
+
+
+def test_await_futures_with_gather(fexec):
+    async def main():
+        futures = fexec.map(square, range(6))
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.ensure_future(ticker())
+        values = await asyncio.gather(*futures)
+        more = await fexec.get_result_async(fexec.map(square, range(3)))
+        t.cancel()
+        return values, more, ticks
+
+    values, more, ticks = asyncio.run(main())
+    assert values == [n * n for n in range(6)]
+    assert more == [0, 1, 4]
+    assert ticks >= 1  # the loop kept running while the calls ran
+
+
+def test_await_failed_future_raises_its_exception(fexec):
+    async def main():
+        return await fexec.call_async(fail_key, "k")
+
+    with pytest.raises(KeyError):
+        asyncio.run(main())
