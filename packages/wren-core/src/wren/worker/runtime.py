@@ -229,6 +229,11 @@ class WorkerRuntime:
             storage = self.storage_for(job)
             func = self.load_function(job, storage, secret)
             args, kwargs = self.load_data(job, call, storage, secret)
+            if job.resolve_futures:  # futures passed as arguments (chaining): their results
+                from wren.worker.collect import resolve_futures
+
+                args, kwargs = resolve_futures((args, kwargs), storage, job.bucket, job.timeout, secret,
+                                               {"retries": job.retries, "retry_on": job.retry_on})
             kwargs = dict(kwargs)
             reserved = job.reserved or {}
             if reserved.get("id"):
