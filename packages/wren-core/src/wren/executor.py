@@ -210,8 +210,8 @@ class FunctionExecutor:
         """Run ``func`` once with ``data`` (a tuple spreads, a dict spreads as keywords,
         anything else is the one argument; ``()`` calls it without arguments)."""
         jobmod.check_function(func)
-        args, kwargs = jobmod.split_item(data)
-        return self._submit(func, [(args, kwargs)], "async", extra_env=extra_env, runtime_memory=runtime_memory,
+        arguments, resolve = self._submitter.call_arguments(data, self._wait_inputs)
+        return self._submit(func, arguments, "async", resolve_futures=resolve, extra_env=extra_env, runtime_memory=runtime_memory,
                             timeout=timeout, include_modules=include_modules, exclude_modules=exclude_modules)[0]
 
     def map(self, map_function: Callable[..., Any], map_iterdata: Any, extra_args: Any = None,
@@ -236,11 +236,13 @@ class FunctionExecutor:
         jobmod.check_function(func)
         binder = jobmod.Binder(func)
         arguments, objs, groups, resolve = self._submitter.map_arguments(
-            func, iterdata, extra_args, chunking, binder,
-            lambda fs: self.wait(self._select(fs), show_progressbar=False))
+            func, iterdata, extra_args, chunking, binder, self._wait_inputs)
         if not arguments:
             return [], groups
         return self._submit(func, arguments, kind, objs=objs, binder=binder, resolve_futures=resolve, **options), groups
+
+    def _wait_inputs(self, fs: list[ResponseFuture]) -> None:
+        self.wait(self._select(fs), show_progressbar=False)
 
     def map_reduce(self, map_function: Callable[..., Any], map_iterdata: Any, reduce_function: Callable[..., Any],
                    extra_args: Any = None, extra_env: Mapping[str, Any] | None = None,

@@ -171,6 +171,14 @@ class Submitter:
             items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
         return [jobmod.add_extra_args(*jobmod.split_item(it), extra_args) for it in items], None, None, resolve
 
+    def call_arguments(self, data: Any, wait: Callable[[list[ResponseFuture]], Any]) -> tuple[list[jobmod.CallArgs], bool]:
+        """The one call of ``call_async(func, data)`` and whether the worker resolves futures."""
+        items, resolve = [data], False
+        found = chaining.futures_in(items)
+        if found:
+            items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
+        return [jobmod.split_item(items[0])], resolve
+
     # -- packing --------------------------------------------------------------------------------
     def pack(
         self,
@@ -195,6 +203,7 @@ class Submitter:
         timeout = check_timeout(timeout, wcfg.runtime_timeout)
         check_options(runtime_memory, extra_env)
         binder = binder or jobmod.Binder(func)
+        arguments = [binder.bind_var(args, kwargs, f"call {i}") for i, (args, kwargs) in enumerate(arguments)]
         for i, (args, kwargs) in enumerate(arguments):
             binder.check(args, kwargs, f"call {i}")
         ident = self.identity
