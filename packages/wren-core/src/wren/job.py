@@ -20,7 +20,7 @@ from collections.abc import Callable
 from wren import serialize
 from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
 
-RESERVED = ("id", "storage", "obj")
+RESERVED = ("id", "storage", "obj", "url")
 
 #: One call's arguments: ``(args, kwargs)``.
 CallArgs = tuple[tuple[Any, ...], dict[str, Any]]
@@ -111,6 +111,9 @@ class Binder:
             name: name in params and params[name].kind is not inspect.Parameter.POSITIONAL_ONLY
             for name in RESERVED
         }
+        # PyWren 1.x's ``url``: the partition of a URL, as ``obj`` (when there is no ``obj``)
+        self.reserved["url"] = self.reserved["url"] and not self.reserved["obj"]
+        self.data_param = "obj" if self.reserved["obj"] else "url" if self.reserved["url"] else None
 
     def bind_var(self, args: tuple, kwargs: dict, where: str) -> tuple[tuple, dict]:
         """A dict item whose keys name the ``*args``/``**kwargs`` parameters (as

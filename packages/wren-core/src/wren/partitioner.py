@@ -182,13 +182,14 @@ def _split_reference(item: Any, where: str) -> tuple[Any, tuple, dict]:
             raise InvalidInputError(f"{where} is an empty tuple; its first element must be the object reference")
         return item[0], item[1:], {}
     if isinstance(item, dict):
-        if "obj" not in item:
+        key = "url" if "url" in item and "obj" not in item else "obj"  # PyWren 1.x's url
+        if key not in item:
             raise InvalidInputError(
                 f"{where} is a dict without an 'obj' key; give the object reference as "
                 "{'obj': 'cos://bucket/key', ...other parameters}"
             )
         _, kwargs = jobmod.split_item(item)
-        ref = kwargs.pop("obj")
+        ref = kwargs.pop(key)
         return ref, (), kwargs
     raise InvalidInputError(
         f"{where} must be an object reference ('cos://bucket/key', 'bucket/key', 'https://...'), "

@@ -63,7 +63,7 @@ def run(
     spawn = check_spawn_reducer(spawn_reducer)
     reduce_args, reduce_kwargs = jobmod.add_extra_args((None,), {}, extra_args_reduce)
     jobmod.Binder(reduce_function).check(reduce_args, reduce_kwargs, "the reducer")
-    if per_object and not jobmod.Binder(map_function).reserved["obj"]:
+    if per_object and not jobmod.Binder(map_function).data_param:
         raise InvalidInputError(
             "reducer_one_per_object (obj_reduce_by_key) needs a map function with an 'obj' parameter "
             "(one reducer per stored object); remove the option or partition objects"

@@ -153,7 +153,7 @@ class Submitter:
         futures the worker resolves (chaining; ``wait(futures)`` waits on the client where
         results do not reach storage)."""
         chunk_size, chunk_n, newline = chunking
-        if binder.reserved["obj"]:
+        if binder.data_param:
             from wren.partitioner import partition
 
             arguments, objs, groups = partition(self, iterdata, extra_args, chunk_size, chunk_n, func=func,

@@ -242,10 +242,10 @@ class WorkerRuntime:
                 from wren.storage.client import Storage
 
                 kwargs.setdefault("storage", Storage(storage_backend=storage))
-            if reserved.get("obj") and call.obj is not None:
+            if (reserved.get("obj") or reserved.get("url")) and call.obj is not None:
                 from wren.partitioner import make_obj
 
-                kwargs["obj"] = make_obj(call.obj, storage, job)
+                kwargs["obj" if reserved.get("obj") else "url"] = make_obj(call.obj, storage, job)
             stats["worker_func_start_tstamp"] = time.time()
             result = self._call(func, args, kwargs, job, call, logs)
             stats["worker_func_end_tstamp"] = time.time()
