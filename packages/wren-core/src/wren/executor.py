@@ -69,9 +69,9 @@ class FunctionExecutor:
         if "rabbitmq_monitor" in kwargs:  # PyWren for IBM Cloud's spelling
             if kwargs.pop("rabbitmq_monitor"):
                 monitoring = monitoring or "rabbitmq"
-        overrides = dict(backend=backend, storage=storage, runtime=runtime, runtime_memory=runtime_memory,
-                         max_workers=max_workers, monitoring=monitoring, **kwargs)
-        overrides["log_level"] = overrides.get("log_level") or log_level or None  # Lithops: False
+        overrides = compat.merge_overrides(
+            dict(backend=backend, storage=storage, runtime=runtime, runtime_memory=runtime_memory,
+                 max_workers=max_workers, monitoring=monitoring, log_level=log_level or None), kwargs)
         ctx = worker_context.current()
         nested = ctx is not None and ctx.get("config") is not None
         if nested and config is None:
@@ -457,6 +457,18 @@ def function_executor(backend: str | None = None, storage: str | None = None,
                             monitoring=monitoring, **kwargs)
 
 
+class LocalhostExecutor(FunctionExecutor):
+    """Lithops' ``LocalhostExecutor``: a :class:`FunctionExecutor` on the localhost backend."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs["backend"] = "localhost"
+        super().__init__(**kwargs)
+
+
+class ServerlessExecutor(FunctionExecutor):
+    """Lithops' ``ServerlessExecutor``: a :class:`FunctionExecutor` on the configured backend."""
+
+
 def local_executor(**kwargs: Any) -> FunctionExecutor:
     """``function_executor(backend='localhost', ...)``."""
     return function_executor(backend="localhost", **kwargs)
@@ -488,6 +500,7 @@ def docker_executor(**kwargs: Any) -> FunctionExecutor:
 
 
 __all__ = [
-    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor", "code_engine_executor", "docker_executor",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor", "LocalhostExecutor", "ServerlessExecutor",
+    "code_engine_executor", "docker_executor",
     "function_executor", "ibm_cf_executor", "knative_executor", "local_executor", "openwhisk_executor",
 ]

@@ -41,6 +41,15 @@ def executor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def merge_overrides(named: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The executor's named arguments, then the other keywords where a named one is unset."""
+    out = dict(named)
+    for key, value in kwargs.items():
+        if out.get(key) is None:
+            out[key] = value
+    return out
+
+
 def object_chunking(
     chunk_size: int | None, chunk_n: int | None, obj_chunk_size: int | None, obj_chunk_number: int | None,
     obj_newline: str | None, chunksize: Any,

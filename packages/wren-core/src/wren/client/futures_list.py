@@ -62,3 +62,24 @@ class FuturesList(list):  # type: ignore[type-arg]
 
     def __reduce__(self) -> Any:  # pickles as a plain list (a call may return it)
         return (list, (list(self),))
+
+
+def _owner_of(fs: Any) -> Any:
+    items = [fs] if isinstance(fs, ResponseFuture) else list(fs)
+    owners = {id(f._executor): f._executor for f in items if isinstance(f, ResponseFuture) and f._executor is not None}
+    if len(owners) != 1:
+        raise RuntimeError(
+            "wren.wait()/wren.get_result() need futures of one live executor; "
+            "use that executor's wait()/get_result()"
+        )
+    return next(iter(owners.values()))
+
+
+def wait(fs: Any, **kwargs: Any) -> Any:
+    """Lithops' ``lithops.wait(fs, ...)``: the executor of ``fs`` waits for them."""
+    return _owner_of(fs).wait(fs, **kwargs)
+
+
+def get_result(fs: Any, **kwargs: Any) -> Any:
+    """Lithops' ``lithops.get_result(fs, ...)``: the results of ``fs`` from their executor."""
+    return _owner_of(fs).get_result(fs, **kwargs)
