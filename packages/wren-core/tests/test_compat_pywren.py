@@ -34,7 +34,7 @@ def program_readme_call_async():
 def program_readme_map():
     iterdata = [1, 2, 3, 4]
     pw = pywren.local_executor()
-    pw.map(my_function, iterdata)
+    pw.map(my_function, iterdata, invoke_pool_threads=128)
     return pw.get_result()
 
 

@@ -219,12 +219,13 @@ class FunctionExecutor:
             timeout: float | None = None, chunk_size: int | None = None, chunk_n: int | None = None,
             include_modules: Sequence[str] | None = (), exclude_modules: Sequence[str] | None = None,
             obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
-            obj_newline: str | None = "\n", chunksize: int | None = None) -> FuturesList:
+            obj_newline: str | None = "\n", chunksize: int | None = None, **peer_options: Any) -> FuturesList:
         """Run ``map_function`` once per item of ``map_iterdata``; futures in input order.
 
         Items may be (or hold) futures: each call gets their results. ``chunksize`` (Lithops)
         is accepted; every call is its own invocation (see docs/migrating.md)."""
-        chunking = compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize)
+        chunking = compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize,
+                                          peer_options)
         futures, _ = self._map(map_function, map_iterdata, extra_args, chunking, kind="map",
                                extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout,
                                include_modules=include_modules, exclude_modules=exclude_modules)
@@ -253,7 +254,7 @@ class FunctionExecutor:
                    obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
                    obj_newline: str | None = "\n", obj_reduce_by_key: bool = False, extra_args_reduce: Any = None,
                    spawn_reducer: int | str = mapreduce.SPAWN_REDUCER_DEFAULT,
-                   chunksize: int | None = None) -> FuturesList:
+                   chunksize: int | None = None, **peer_options: Any) -> FuturesList:
         """Map, then reduce: ``reduce_function(results, *extra_args_reduce)`` gets the list of map
         results. Returns the map futures followed by the reducer future(s); ``get_result()`` on
         them returns the reducer's value (a list, one per object, with
@@ -262,7 +263,8 @@ class FunctionExecutor:
         return mapreduce.run(
             self, map_function, map_iterdata, reduce_function, extra_args=extra_args,
             extra_args_reduce=extra_args_reduce, reducer_wait_local=reducer_wait_local,
-            chunking=compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize),
+            chunking=compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline,
+                                            chunksize, peer_options),
             per_object=reducer_one_per_object or obj_reduce_by_key, spawn_reducer=spawn_reducer,
             map_runtime_memory=map_runtime_memory, reduce_runtime_memory=reduce_runtime_memory,
             common=dict(extra_env=extra_env, timeout=timeout, include_modules=include_modules,

@@ -52,14 +52,18 @@ def merge_overrides(named: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, 
 
 def object_chunking(
     chunk_size: int | None, chunk_n: int | None, obj_chunk_size: int | None, obj_chunk_number: int | None,
-    obj_newline: str | None, chunksize: Any,
+    obj_newline: str | None, chunksize: Any, peer_options: dict[str, Any] | None = None,
 ) -> tuple[int | None, int | None, str | None]:
     """``(bytes per chunk, chunks per object, newline)`` from both spellings (PyWren's
     ``chunk_size``/``chunk_n``, Lithops' ``obj_chunk_size``/``obj_chunk_number``/``obj_newline``).
 
     ``chunksize`` (Lithops: items per worker invocation) is checked and accepted: every wren
     call is its own invocation already scheduled on warm workers, so it changes nothing but the
-    number of invocations a cloud platform would bill."""
+    number of invocations a cloud platform would bill. ``peer_options``: PyWren 1.x's
+    ``invoke_pool_threads``/``remote_invocation``, accepted (the backend's settings decide)."""
+    unknown = sorted(set(peer_options or {}) - {"invoke_pool_threads", "remote_invocation", "remote_invocation_groups"})
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
     if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
         raise InvalidInputError(f"chunksize must be a positive whole number of calls per worker, got {chunksize!r}")
     if obj_newline not in ("\n", "\r\n", None):

@@ -197,3 +197,19 @@ class Storage:
     def delete_cobjects(self, cloudobjects: Iterable[CloudObject]) -> None:
         """PyWren 1.x's name of :meth:`delete_cloudobjects`."""
         self.delete_cloudobjects(cloudobjects)
+
+    # -- Lithops' file helpers ------------------------------------------------------------------
+    def upload_file(self, file_name: str, bucket: str | None = None, key: str | None = None) -> None:
+        """Store the local file ``file_name`` (streamed) under ``key`` (default: its name)."""
+        import os
+
+        with open(file_name, "rb") as f:
+            self._backend.put_object(bucket or self.bucket, key or os.path.basename(file_name), f)
+
+    def download_file(self, bucket: str, key: str, file_name: str | None = None) -> None:
+        """Write the object to the local file ``file_name`` (default: the key's last part)."""
+        import os
+        import shutil
+
+        with self._backend.open_object(bucket, key) as src, open(file_name or os.path.basename(key), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
