@@ -107,3 +107,33 @@ def test_clean_cloudobjects_and_force(fexec):
     assert fexec.clean(fs=fs, force=True) >= 0
     with pytest.raises(InvalidInputError, match="cloud objects"):
         fexec.clean(cs=["not a cloud object"])
+
+
+def test_cos_s3_and_storage_name_schemes_resolve_to_the_cos_plugin(tmp_path):
+    """A storage plugin claiming ``cos://`` (as wren-storage-cos does) also answers ``s3://``
+    and its own name, ``ibm_cos://`` (planned on the client; the plugin is a stand-in)."""
+    from wren import plugins
+    from wren.localconfig import LocalhostConfig
+    from wren.partitioner import partition
+    from wren.storage.local import LocalStorage
+
+    class FakeCOS(LocalStorage):
+        name = "ibm_cos"
+        schemes = ("cos",)
+
+    class Plugin:
+        @wren.hookimpl
+        def wren_storage_backends(self):
+            return [wren.StorageBackendSpec("ibm_cos", FakeCOS, LocalhostConfig)]
+
+    pm = plugins.create_plugin_manager(load_entry_points=False)
+    pm.register(Plugin(), name="fake-cos")
+    with plugins.use_plugin_manager(pm):
+        cfg = {"ibm_cos": {"storage_root": str(tmp_path)}}
+        cos = wren.Storage(config=cfg, backend="ibm_cos")
+        cos.put_object("bkt", "data/a.txt", LINES)
+        with wren.function_executor(config=cfg) as ex:
+            for scheme in ("cos", "s3", "ibm_cos"):
+                _, objs, _ = partition(ex, f"{scheme}://bkt/data/", None, None, 2)
+                assert [(o["storage"], o["key"], o["part"]) for o in objs] == [("ibm_cos", "data/a.txt", 0),
+                                                                               ("ibm_cos", "data/a.txt", 1)]

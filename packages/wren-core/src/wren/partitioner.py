@@ -136,7 +136,7 @@ class _Resolver:
             )
         if "://" in text:
             parsed = urllib.parse.urlsplit(text)
-            scheme = parsed.scheme.lower()
+            scheme = (parsed.scheme or text.split("://", 1)[0]).lower()  # urlsplit refuses '_' (ibm_cos://)
             if not scheme or not parsed.netloc and scheme in URL_SCHEMES:
                 raise InvalidInputError(f"{text!r} is not a valid URL: write 'https://host/path'")
             if scheme in URL_SCHEMES:
