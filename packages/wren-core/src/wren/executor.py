@@ -333,7 +333,7 @@ class FunctionExecutor:
             lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
         if download_results:
             waiting.download(done)
-        return done, not_done
+        return FuturesList(done, self), FuturesList(not_done, self)
 
     def _tick(self, fs: list[ResponseFuture]) -> None:
         self._attempts.expire_overdue(fs, self._calls.failed)
