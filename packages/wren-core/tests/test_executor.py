@@ -208,7 +208,7 @@ def test_local_helper_module_is_shipped(tmp_path, monkeypatch, fexec):
 
     # without shipping, the worker cannot import it: proof that shipping does the work
     with pytest.raises(wren.SerializationError, match="No module named 'wren_test_helper_mod'.*include_modules"):
-        fexec.get_result(fexec.call_async(wren_test_helper_mod.work, 1, include_modules=[]))
+        fexec.get_result(fexec.call_async(wren_test_helper_mod.work, 1, include_modules=None))
     assert fexec.get_result(fexec.map(wren_test_helper_mod.work, [1, 2])) == [4, 7]
 
 

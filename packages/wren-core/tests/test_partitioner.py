@@ -212,13 +212,18 @@ def test_word_count_map_reduce(fexec, corpus, chunking, one_per_object):
     _, objs, groups = partition(fexec, iterdata, None, chunking.get("chunk_size"), chunking.get("chunk_n"))
     n_before = len(fexec.futures)
     out = fexec.map_reduce(count_words, iterdata, merge_counts, reducer_one_per_object=one_per_object, **chunking)
+    n_reducers = len(groups) if one_per_object else 1
+    # the map futures, then the reducer future(s)
+    assert isinstance(out, list) and len(out) == len(objs) + n_reducers and len(groups) == len(TEXTS)
+    assert [f.kind for f in out[: len(objs)]] == ["map"] * len(objs)
     if one_per_object:
-        assert isinstance(out, list) and len(out) == len(groups) == len(TEXTS)
-        total = merge_counts(fexec.get_result(out))
+        per_object = fexec.get_result(out)
+        assert isinstance(per_object, list) and len(per_object) == len(TEXTS)
+        total = merge_counts(per_object)
     else:
         total = fexec.get_result(out)
     assert total == expected_counts()
-    n_reducers = len(groups) if one_per_object else 1
+    assert all(f.success for f in out[: len(objs)])  # the map futures stay inspectable
     assert len(fexec.futures) - n_before == len(objs) + n_reducers
 
 

@@ -24,6 +24,8 @@ from wren.executor import (
     ALWAYS,
     ANY_COMPLETED,
     FunctionExecutor,
+    LocalhostExecutor,
+    ServerlessExecutor,
     code_engine_executor,
     docker_executor,
     function_executor,
@@ -32,6 +34,7 @@ from wren.executor import (
     local_executor,
     openwhisk_executor,
 )
+from wren.client.futures_list import FuturesList, get_result, wait
 from wren.future import ResponseFuture
 from wren.hookspecs import ComputeBackendSpec, MonitorSpec, StorageBackendSpec, hookimpl
 from wren.monitor import Monitor
@@ -49,6 +52,9 @@ __all__ = [
     "ComputeBackendSpec",
     "ConfigError",
     "FunctionExecutor",
+    "FuturesList",
+    "LocalhostExecutor",
+    "ServerlessExecutor",
     "InvalidInputError",
     "Monitor",
     "MonitorSpec",
@@ -69,9 +75,11 @@ __all__ = [
     "code_engine_executor",
     "docker_executor",
     "function_executor",
+    "get_result",
     "hookimpl",
     "ibm_cf_executor",
     "knative_executor",
     "local_executor",
     "openwhisk_executor",
+    "wait",
 ]

@@ -277,7 +277,7 @@ def _read_file() -> tuple[dict[str, Any], str | None]:
                 f"WREN_CONFIG_FILE names {str(path)!r}, which does not exist; "
                 "create it or unset the variable"
             )
-        return {}, None
+        return _read_peer_file()
     import yaml
 
     try:
@@ -287,6 +287,26 @@ def _read_file() -> tuple[dict[str, Any], str | None]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     return data, str(path)
+
+
+def _read_peer_file() -> tuple[dict[str, Any], str | None]:
+    """No wren config file: Lithops' or PyWren for IBM Cloud's, translated (wren.peerconfig)."""
+    from wren import peerconfig
+
+    path, peer = peerconfig.peer_config_file()
+    if path is None:
+        return {}, None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{peer}'s config file {str(path)!r} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{peer}'s config file {str(path)!r} must hold a mapping of sections")
+    if not peerconfig.is_peer_config(data):
+        data = {peer: {}, **data}  # sections only, no main section
+    return peerconfig.translate(data, f"{path}"), str(path)
 
 
 def _read_env() -> dict[str, dict[str, Any]]:
@@ -355,7 +375,12 @@ def load_config(
                 f"config must be a dict of sections, e.g. {{'wren': {{'backend': 'localhost'}}}}, "
                 f"got {type(config).__name__}"
             )
-        _merge(merged, copy.deepcopy(dict(config)), "the config dict")
+        config = copy.deepcopy(dict(config))
+        if "wren" not in config and ("lithops" in config or "pywren" in config):
+            from wren import peerconfig
+
+            config = peerconfig.translate(config, "the config dict")
+        _merge(merged, config, "the config dict")
     if overrides:
         merged.setdefault("wren", {}).update({k: v for k, v in overrides.items() if v is not None})
     wren_section = parse_section(WrenConfig, "wren", merged.pop("wren", {}))

@@ -18,12 +18,13 @@ from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 from wren import job as jobmod
-from wren.client import waiting
+from wren.client import compat, mapreduce, waiting
 from wren.client.attempts import Attempts, exception_names
 from wren.client.calls import CallTracker
 from wren.client.dispatch import Dispatcher
+from wren.client.futures_list import FuturesList
 from wren.client.reporting import JobLog
-from wren.client.submission import Identity, RemoteReducer, Submitter, worker_sections
+from wren.client.submission import Identity, Submitter, worker_sections
 from wren.client.waiting import ALL_COMPLETED, ALWAYS, ANY_COMPLETED
 from wren.config import Config, load_config, parse_section
 from wren.errors import InvalidInputError, StorageNoSuchBucketError
@@ -65,13 +66,15 @@ class FunctionExecutor:
         monitoring: str | None = None,
         **kwargs: Any,
     ):
+        compat.executor_kwargs(kwargs)  # the peers' spellings (workers=, compute_backend=...)
         if kwargs.get("retry_on") is not None:
             kwargs["retry_on"] = exception_names(kwargs["retry_on"])
         if "rabbitmq_monitor" in kwargs:  # PyWren for IBM Cloud's spelling
             if kwargs.pop("rabbitmq_monitor"):
                 monitoring = monitoring or "rabbitmq"
-        overrides = dict(backend=backend, storage=storage, runtime=runtime, runtime_memory=runtime_memory,
-                         log_level=log_level, max_workers=max_workers, monitoring=monitoring, **kwargs)
+        overrides = compat.merge_overrides(
+            dict(backend=backend, storage=storage, runtime=runtime, runtime_memory=runtime_memory,
+                 max_workers=max_workers, monitoring=monitoring, log_level=log_level or None), kwargs)
         ctx = worker_context.current()
         nested = ctx is not None and ctx.get("config") is not None
         if nested and config is None:
@@ -172,15 +175,10 @@ class FunctionExecutor:
             except Exception as exc:  # pragma: no cover - best effort at exit
                 logger.warning("could not clean %s: %s", self.prefix, exc)
 
-    # -- the result channel (the backend reports through the call tracker) ----------------------
-    def deliver(self, status: dict[str, Any]) -> None:
-        self._calls.deliver(status)
-
+    # -- the result channel backends report through is the call tracker (wren.client.calls) -----
     def running(self, job_key: str, call_id: str) -> None:
+        """A call started (a push monitor's start event)."""
         self._calls.running(job_key, call_id)
-
-    def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
-        self._calls.failed(job_key, call_id, error)
 
     def _finished(self, future: ResponseFuture) -> None:
         self._job_log.finished(future)
@@ -213,83 +211,70 @@ class FunctionExecutor:
 
     def call_async(self, func: Callable[..., Any], data: Any = (), extra_env: Mapping[str, Any] | None = None,
                    runtime_memory: int | None = None, timeout: float | None = None,
-                   include_modules: Sequence[str] | None = None,
+                   include_modules: Sequence[str] | None = (),
                    exclude_modules: Sequence[str] | None = None) -> ResponseFuture:
         """Run ``func`` once with ``data`` (a tuple spreads, a dict spreads as keywords,
         anything else is the one argument; ``()`` calls it without arguments)."""
         jobmod.check_function(func)
-        args, kwargs = jobmod.split_item(data)
-        return self._submit(func, [(args, kwargs)], "async", extra_env=extra_env, runtime_memory=runtime_memory,
+        arguments, resolve = self._submitter.call_arguments(data, self._wait_inputs)
+        return self._submit(func, arguments, "async", resolve_futures=resolve, extra_env=extra_env, runtime_memory=runtime_memory,
                             timeout=timeout, include_modules=include_modules, exclude_modules=exclude_modules)[0]
 
     def map(self, map_function: Callable[..., Any], map_iterdata: Any, extra_args: Any = None,
             extra_env: Mapping[str, Any] | None = None, runtime_memory: int | None = None,
             timeout: float | None = None, chunk_size: int | None = None, chunk_n: int | None = None,
-            include_modules: Sequence[str] | None = None, exclude_modules: Sequence[str] | None = None,
-            obj_chunk_size: int | None = None, obj_chunk_number: int | None = None) -> list[ResponseFuture]:
-        """Run ``map_function`` once per item of ``map_iterdata``; futures in input order."""
-        chunk_size = chunk_size if chunk_size is not None else obj_chunk_size
-        chunk_n = chunk_n if chunk_n is not None else obj_chunk_number
-        futures, _ = self._map(map_function, map_iterdata, extra_args, chunk_size, chunk_n, kind="map",
+            include_modules: Sequence[str] | None = (), exclude_modules: Sequence[str] | None = None,
+            obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
+            obj_newline: str | None = "\n", chunksize: int | None = None, **peer_options: Any) -> FuturesList:
+        """Run ``map_function`` once per item of ``map_iterdata``; futures in input order.
+
+        Items may be (or hold) futures: each call gets their results. ``chunksize`` (Lithops)
+        is accepted; every call is its own invocation (see docs/migrating.md)."""
+        chunking = compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize,
+                                          peer_options)
+        futures, _ = self._map(map_function, map_iterdata, extra_args, chunking, kind="map",
                                extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout,
                                include_modules=include_modules, exclude_modules=exclude_modules)
-        return futures
+        return FuturesList(futures, self)
 
-    def _map(self, func: Callable[..., Any], iterdata: Any, extra_args: Any, chunk_size: int | None,
-             chunk_n: int | None, kind: str, **options: Any) -> tuple[list[ResponseFuture], list[list[int]] | None]:
+    def _map(self, func: Callable[..., Any], iterdata: Any, extra_args: Any,
+             chunking: tuple[int | None, int | None, str | None], kind: str,
+             **options: Any) -> tuple[list[ResponseFuture], list[list[int]] | None]:
         jobmod.check_function(func)
         binder = jobmod.Binder(func)
-        arguments, objs, groups = self._submitter.map_arguments(func, iterdata, extra_args, chunk_size, chunk_n, binder)
+        arguments, objs, groups, resolve = self._submitter.map_arguments(
+            func, iterdata, extra_args, chunking, binder, self._wait_inputs)
         if not arguments:
             return [], groups
-        return self._submit(func, arguments, kind, objs=objs, binder=binder, **options), groups
+        return self._submit(func, arguments, kind, objs=objs, binder=binder, resolve_futures=resolve, **options), groups
+
+    def _wait_inputs(self, fs: list[ResponseFuture]) -> None:
+        self.wait(self._select(fs), show_progressbar=False)
 
     def map_reduce(self, map_function: Callable[..., Any], map_iterdata: Any, reduce_function: Callable[..., Any],
                    extra_args: Any = None, extra_env: Mapping[str, Any] | None = None,
                    map_runtime_memory: int | None = None, reduce_runtime_memory: int | None = None,
                    timeout: float | None = None, chunk_size: int | None = None, chunk_n: int | None = None,
                    reducer_wait_local: bool = False, reducer_one_per_object: bool = False,
-                   include_modules: Sequence[str] | None = None, exclude_modules: Sequence[str] | None = None,
-                   obj_chunk_size: int | None = None,
-                   obj_chunk_number: int | None = None) -> ResponseFuture | list[ResponseFuture]:
-        """Map, then reduce: ``reduce_function(results)`` gets the list of map results.
-
-        The reducer is launched at once and waits for the map results on the worker side;
-        ``reducer_wait_local=True`` waits on the client first. With
-        ``reducer_one_per_object=True`` there is one reducer per object (over its chunks), and a
-        list of futures is returned.
-        """
-        jobmod.check_function(map_function)
-        jobmod.check_function(reduce_function)
-        jobmod.Binder(reduce_function).check((None,), {}, "the reducer")
-        chunk_size = chunk_size if chunk_size is not None else obj_chunk_size
-        chunk_n = chunk_n if chunk_n is not None else obj_chunk_number
-        if reducer_one_per_object and not jobmod.Binder(map_function).reserved["obj"]:
-            raise InvalidInputError(
-                "reducer_one_per_object needs a map function with an 'obj' parameter (one reducer "
-                "per stored object); remove the option or partition objects"
-            )
-        common = dict(extra_env=extra_env, timeout=timeout, include_modules=include_modules, exclude_modules=exclude_modules)
-        map_futures, groups = self._map(map_function, map_iterdata, extra_args, chunk_size, chunk_n, kind="map",
-                                        runtime_memory=map_runtime_memory, store_results=not reducer_wait_local,
-                                        internal=True, **common)
-        if not map_futures:
-            raise InvalidInputError("map_reduce got no items to map: iterdata is empty")
-        if not reducer_one_per_object or groups is None:
-            groups = [list(range(len(map_futures)))]
-        reducer: Callable[..., Any]
-        arguments: list[jobmod.CallArgs]
-        if reducer_wait_local:
-            self.wait(map_futures, show_progressbar=False)
-            arguments = [(([map_futures[i].result() for i in g],), {}) for g in groups]
-            reducer = reduce_function
-        else:
-            refs = [[(f.job_prefix, f.call_id) for f in (map_futures[i] for i in g)] for g in groups]
-            arguments = [((r,), {}) for r in refs]
-            reducer = RemoteReducer(reduce_function, map_futures[0].bucket, timeout or self.config.wren.runtime_timeout)
-        reduce_futures = self._submit(reducer, arguments, "reduce", runtime_memory=reduce_runtime_memory,
-                                      binder=jobmod.Binder(reducer), **common)
-        return reduce_futures if reducer_one_per_object else reduce_futures[0]
+                   include_modules: Sequence[str] | None = (), exclude_modules: Sequence[str] | None = None,
+                   obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
+                   obj_newline: str | None = "\n", obj_reduce_by_key: bool = False, extra_args_reduce: Any = None,
+                   spawn_reducer: int | str = mapreduce.SPAWN_REDUCER_DEFAULT,
+                   chunksize: int | None = None, **peer_options: Any) -> FuturesList:
+        """Map, then reduce: ``reduce_function(results, *extra_args_reduce)`` gets the list of map
+        results. Returns the map futures followed by the reducer future(s); ``get_result()`` on
+        them returns the reducer's value (a list, one per object, with
+        ``reducer_one_per_object``/``obj_reduce_by_key``). See :mod:`wren.client.mapreduce`
+        for ``spawn_reducer`` and ``reducer_wait_local``."""
+        return mapreduce.run(
+            self, map_function, map_iterdata, reduce_function, extra_args=extra_args,
+            extra_args_reduce=extra_args_reduce, reducer_wait_local=reducer_wait_local,
+            chunking=compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline,
+                                            chunksize, peer_options),
+            per_object=reducer_one_per_object or obj_reduce_by_key, spawn_reducer=spawn_reducer,
+            map_runtime_memory=map_runtime_memory, reduce_runtime_memory=reduce_runtime_memory,
+            common=dict(extra_env=extra_env, timeout=timeout, include_modules=include_modules,
+                        exclude_modules=exclude_modules))
 
     # -- waiting --------------------------------------------------------------------------------
     def _select(self, fs: Any) -> list[ResponseFuture]:
@@ -334,43 +319,53 @@ class FunctionExecutor:
         results = self.get_result(fs, throw_except=throw_except, timeout=timeout, show_progressbar=False)
         return results[0] if single else results
 
-    def wait(self, fs: Any = None, return_when: str = ALL_COMPLETED, throw_except: bool = True,
-             timeout: float | None = None,
-             show_progressbar: bool = True) -> tuple[list[ResponseFuture], list[ResponseFuture]]:
+    def wait(self, fs: Any = None, return_when: str | int = ALL_COMPLETED, throw_except: bool = True,
+             timeout: float | None = None, show_progressbar: bool = True,
+             download_results: bool = False, **peer_options: Any) -> tuple[list[ResponseFuture], list[ResponseFuture]]:
         """Wait for calls; returns ``(done, not_done)``.
 
-        ``return_when``: ``wren.ALL_COMPLETED`` (default), ``wren.ANY_COMPLETED`` or
-        ``wren.ALWAYS`` (return at once). With ``throw_except=True`` the first failed call's
-        exception is raised as soon as it is known. ``timeout`` (seconds) bounds the wait.
+        ``return_when``: ``wren.ALL_COMPLETED`` (default), ``wren.ANY_COMPLETED``,
+        ``wren.ALWAYS`` (return at once) or a percentage (an int 1..100) of the calls. With
+        ``throw_except=True`` the first failed call's exception is raised as soon as it is known.
+        ``timeout`` (seconds) bounds the wait. ``download_results=True`` also fetches the
+        finished calls' results. The peers' ``threadpool_size``/``wait_dur_sec`` are accepted.
         """
         waiting.check_wait_args(return_when, timeout)
+        compat.check_peer_wait_options(peer_options)
         fs = self._select(fs)
         bar = waiting.progress_bar(len(fs), show_progressbar and self.config.wren.progressbar)
         try:
-            return waiting.wait_for(self._calls, fs, return_when, throw_except, timeout, bar, self._tick,
-                                    lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
+            done, not_done = waiting.wait_for(
+                self._calls, fs, waiting.normalize_return_when(return_when), throw_except, timeout, bar, self._tick,
+                lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
         except KeyboardInterrupt:
             self._dispatch.interrupted(fs)
             raise
+        if download_results:
+            waiting.download(done)
+        return FuturesList(done, self), FuturesList(not_done, self)
 
     def _tick(self, fs: list[ResponseFuture]) -> None:
         self._attempts.expire_overdue(fs, self._calls.failed)
         self._attempts.speculate(fs)
 
     def get_result(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None,
-                   show_progressbar: bool = True) -> Any:
+                   show_progressbar: bool = True, **peer_options: Any) -> Any:
         """Wait for calls and return their results in order.
 
         With no ``fs``: every future of this executor whose result was not returned yet, in
-        submission order (a single value when that is one ``call_async`` future). A failed call
-        re-raises its exception, or gives ``None`` with ``throw_except=False``.
+        submission order (a single value when that is one ``call_async`` future or one
+        reducer). The map futures of a ``map_reduce`` are left out: its reducer's value is
+        returned. A failed call re-raises its exception, or gives ``None`` with
+        ``throw_except=False``.
         """
-        single = isinstance(fs, ResponseFuture)
+        compat.check_peer_wait_options(peer_options)
         if fs is None:
-            selected = [f for f in self.futures if not f._read and not f.internal]
-            single = len(selected) == 1 and selected[0].kind == "async"
+            selected, single = mapreduce.results_wanted([f for f in self.futures if not f._read], explicit=False)
+        elif isinstance(fs, ResponseFuture):
+            selected, single = self._select(fs), True
         else:
-            selected = self._select(fs)
+            selected, single = mapreduce.results_wanted(self._select(fs), explicit=True)
         if not selected:
             return None if single else []
         _, not_done = self.wait(selected, ALL_COMPLETED, throw_except, timeout, show_progressbar)
@@ -412,14 +407,19 @@ class FunctionExecutor:
         self._dispatch.storage_monitor().watch(futures)
         return futures
 
-    def clean(self, fs: Any = None, clean_cloudobjects: bool = True) -> int:
+    def clean(self, fs: Any = None, cs: Any = None, clean_cloudobjects: bool = True, force: bool = True,
+              **peer_options: Any) -> int:
         """Delete temporary data: the given futures' jobs, or everything of this executor (and
-        of executors it reattached to). Returns the number of objects removed."""
+        of executors it reattached to), and the cloud objects ``cs``. Returns the number of
+        objects removed. ``force`` (Lithops) is accepted: wren cleans only on request or at
+        close, so there is nothing unfinished to keep."""
+        removed = compat.delete_cloudobjects(self.storage_backend, cs)
+        if cs is not None and fs is None:
+            return removed
         if fs is None:
             prefixes = [self.prefix + "/"] + [p + "/" for _, p in self._attached]
         else:
             prefixes = sorted({f.job_prefix + "/" for f in self._select(fs)})
-        removed = 0
         for prefix in prefixes:
             try:
                 removed += self.storage_backend.delete_prefix(self.bucket, prefix)
@@ -476,6 +476,18 @@ def function_executor(backend: str | None = None, storage: str | None = None,
                             monitoring=monitoring, **kwargs)
 
 
+class LocalhostExecutor(FunctionExecutor):
+    """Lithops' ``LocalhostExecutor``: a :class:`FunctionExecutor` on the localhost backend."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs["backend"] = "localhost"
+        super().__init__(**kwargs)
+
+
+class ServerlessExecutor(FunctionExecutor):
+    """Lithops' ``ServerlessExecutor``: a :class:`FunctionExecutor` on the configured backend."""
+
+
 def local_executor(**kwargs: Any) -> FunctionExecutor:
     """``function_executor(backend='localhost', ...)``."""
     return function_executor(backend="localhost", **kwargs)
@@ -507,6 +519,7 @@ def docker_executor(**kwargs: Any) -> FunctionExecutor:
 
 
 __all__ = [
-    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor", "code_engine_executor", "docker_executor",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor", "LocalhostExecutor", "ServerlessExecutor",
+    "code_engine_executor", "docker_executor",
     "function_executor", "ibm_cf_executor", "knative_executor", "local_executor", "openwhisk_executor",
 ]

@@ -152,6 +152,25 @@ class ResponseFuture:
     def success(self) -> bool:
         return self._state == SUCCESS
 
+    # the peers' other state names (Lithops, PyWren for IBM Cloud)
+    @property
+    def new(self) -> bool:
+        return self._state == NEW
+
+    @property
+    def invoked(self) -> bool:
+        return self._state == INVOKED
+
+    @property
+    def running(self) -> bool:
+        """The call started on a worker and has not finished."""
+        return self._state == RUNNING
+
+    @property
+    def futures(self) -> bool:
+        """The call returned futures (their results are what ``result()`` returns)."""
+        return bool(self._status and self._status.get("futures"))
+
     def _mark(self, state: str) -> None:
         with self._lock:
             if self._state in (SUCCESS, ERROR):

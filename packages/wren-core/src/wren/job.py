@@ -20,7 +20,7 @@ from collections.abc import Callable
 from wren import serialize
 from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
 
-RESERVED = ("id", "storage", "obj")
+RESERVED = ("id", "storage", "obj", "url")
 
 #: One call's arguments: ``(args, kwargs)``.
 CallArgs = tuple[tuple[Any, ...], dict[str, Any]]
@@ -111,6 +111,45 @@ class Binder:
             name: name in params and params[name].kind is not inspect.Parameter.POSITIONAL_ONLY
             for name in RESERVED
         }
+        # PyWren 1.x's ``url``: the partition of a URL, as ``obj`` (when there is no ``obj``)
+        self.reserved["url"] = self.reserved["url"] and not self.reserved["obj"]
+        self.data_param = "obj" if self.reserved["obj"] else "url" if self.reserved["url"] else None
+
+    def bind_var(self, args: tuple, kwargs: dict, where: str) -> tuple[tuple, dict]:
+        """A dict item whose keys name the ``*args``/``**kwargs`` parameters (as
+        ``inspect.signature(f).bind(...).arguments`` spells a call, and Lithops takes it):
+        the call Python would make, ``f(a, *rest, **opts)``. Other items are returned as is."""
+        if self.sig is None or args or not kwargs:
+            return args, kwargs
+        params = self.sig.parameters
+        var_pos = next((n for n, p in params.items() if p.kind is p.VAR_POSITIONAL), None)
+        var_kw = next((n for n, p in params.items() if p.kind is p.VAR_KEYWORD), None)
+        spread_pos = var_pos in kwargs and isinstance(kwargs[var_pos], (tuple, list))
+        spread_kw = var_kw in kwargs and isinstance(kwargs[var_kw], collections.abc.Mapping)
+        if not (spread_pos or spread_kw):
+            return args, kwargs
+        arguments: dict[str, Any] = {}
+        extra = dict(kwargs[var_kw]) if spread_kw else {}
+        for name in params:
+            if name not in kwargs or (name == var_kw and spread_kw):
+                continue
+            arguments[name] = tuple(kwargs[name]) if name == var_pos and spread_pos else kwargs[name]
+        if spread_pos:
+            before = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            missing = [n for n in before if n not in arguments]
+            if missing:
+                raise InvalidArgumentBindingError(
+                    f"{where}: the item gives *{var_pos} but not {missing[0]!r}, which comes before it; "
+                    f"give every parameter before *{var_pos} (or pass a tuple)"
+                )
+        leftover = {k: v for k, v in kwargs.items() if k not in params}
+        dup = set(extra) & (set(arguments) | set(leftover))
+        if dup:
+            raise InvalidArgumentBindingError(f"{where}: {sorted(dup)} given twice (also inside {var_kw!r})")
+        if var_kw is not None:
+            arguments[var_kw] = {**leftover, **extra}
+        bound = inspect.BoundArguments(self.sig, arguments)  # type: ignore[arg-type]
+        return bound.args, bound.kwargs
 
     def check(self, args: tuple, kwargs: dict, where: str) -> None:
         taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]

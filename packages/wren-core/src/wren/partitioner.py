@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import os
 import threading
 import urllib.error
 import urllib.parse
@@ -70,7 +71,9 @@ def plan_ranges(size: int, chunk_size: int | None = None, chunk_n: int | None = 
 class _Ref:
     """One parsed object reference of iterdata."""
 
-    def __init__(self, text: str, kind: str, storage: Any = None, bucket: str = "", key: str = "", url: str = ""):
+    def __init__(self, text: str, kind: str, storage: Any = None, bucket: str = "", key: str = "", url: str = "",
+                 root: str | None = None):
+        self.root = root  # a local path: storage is the filesystem from this root
         self.text = text
         self.kind = kind  # "bucket", "prefix", "key" or "url"
         self.storage = storage
@@ -88,13 +91,15 @@ class _Resolver:
         self._built: dict[str, Any] = {}
 
     def storage_for_scheme(self, scheme: str, text: str) -> Any:
-        if scheme in getattr(self.own, "schemes", ()):
+        scheme = "cos" if scheme == "s3" else scheme  # S3-compatible storage: the cos:// plugin
+        if scheme in getattr(self.own, "schemes", ()) or scheme == self.own.name:
             return self.own
         from wren.plugins import get_registry
 
         registry = get_registry()
         owners: dict[str, str] = {}
         for name, claims in registry.provided("storage").items():
+            owners[name] = name  # a storage's name is a scheme too (ibm_cos://, localhost://)
             for claim in claims:
                 for s in getattr(claim.spec.backend_class, "schemes", ()):
                     owners.setdefault(s, name)
@@ -116,6 +121,13 @@ class _Resolver:
             self._built[name] = build_storage(self.executor.config, name)
         return self._built[name]
 
+    def local_path(self, text: str) -> _Ref:
+        """A file or folder of this machine (the localhost backend's workers share it)."""
+        from wren.storage.local import files_storage, split_local_path
+
+        bucket, key, folder = split_local_path(text)
+        return _Ref(text, "prefix" if folder else "key", files_storage("/"), bucket, key, root="/")
+
     def parse(self, text: Any) -> _Ref:
         if not isinstance(text, str):
             raise InvalidInputError(
@@ -124,13 +136,15 @@ class _Resolver:
             )
         if "://" in text:
             parsed = urllib.parse.urlsplit(text)
-            scheme = parsed.scheme.lower()
+            scheme = (parsed.scheme or text.split("://", 1)[0]).lower()  # urlsplit refuses '_' (ibm_cos://)
             if not scheme or not parsed.netloc and scheme in URL_SCHEMES:
                 raise InvalidInputError(f"{text!r} is not a valid URL: write 'https://host/path'")
             if scheme in URL_SCHEMES:
                 return _Ref(text, "url", url=text)
             storage = self.storage_for_scheme(scheme, text)
             rest = text.split("://", 1)[1]
+        elif text.startswith(("/", "~")) and self.executor.config.wren.backend == "localhost":
+            return self.local_path(text)
         else:
             storage = self.own
             rest = text
@@ -168,13 +182,14 @@ def _split_reference(item: Any, where: str) -> tuple[Any, tuple, dict]:
             raise InvalidInputError(f"{where} is an empty tuple; its first element must be the object reference")
         return item[0], item[1:], {}
     if isinstance(item, dict):
-        if "obj" not in item:
+        key = "url" if "url" in item and "obj" not in item else "obj"  # PyWren 1.x's url
+        if key not in item:
             raise InvalidInputError(
                 f"{where} is a dict without an 'obj' key; give the object reference as "
                 "{'obj': 'cos://bucket/key', ...other parameters}"
             )
         _, kwargs = jobmod.split_item(item)
-        ref = kwargs.pop("obj")
+        ref = kwargs.pop(key)
         return ref, (), kwargs
     raise InvalidInputError(
         f"{where} must be an object reference ('cos://bucket/key', 'bucket/key', 'https://...'), "
@@ -233,13 +248,15 @@ def partition(
     chunk_size: int | None,
     chunk_n: int | None,
     func: Callable[..., Any] | None = None,
+    newline: str | None = "\n",
 ) -> tuple[list[tuple[tuple, dict]], list[dict[str, Any]], list[list[int]]]:
     """Plan one call per chunk of every object named by ``iterdata``.
 
     Returns ``(arguments, objs, groups)``: each call's (args, kwargs) without ``obj``, each
     call's partition record (small, picklable; :func:`make_obj` turns it into the ``obj``
     argument on the worker) and, per object, the indices of its calls. ``func`` (optional) lets
-    the other elements of tuple items bind to its parameters by name.
+    the other elements of tuple items bind to its parameters by name. ``newline=None`` gives
+    chunks of exactly their byte range (no line integrity).
     """
     _check_chunking(chunk_size, chunk_n)
     if isinstance(iterdata, str):
@@ -324,7 +341,7 @@ def partition(
             group.append(len(objs))
             chunk = None if rng is None else rng[1] - rng[0] + 1
             objs.append({**base, "part": part, "parts": len(ranges), "data_byte_range": rng,
-                         "size": size, "chunk_size": chunk})
+                         "size": size, "chunk_size": chunk, "exact": newline is None})
             arguments.append((args, dict(kwargs)))
         groups.append(group)
 
@@ -333,7 +350,7 @@ def partition(
             size, accepts = urls[ref.url]
             add_object({"storage": None, "bucket": None, "key": None, "url": ref.url}, size, accepts, args, kwargs)
             continue
-        base = {"storage": ref.storage.name, "bucket": ref.bucket, "url": None}
+        base = {"storage": ref.storage.name, "bucket": ref.bucket, "url": None, "root": ref.root}
         k = (id(ref.storage), ref.bucket, ref.key)
         if ref.kind == "key":
             info = heads[k]
@@ -508,12 +525,16 @@ class PartitionedObject:
         self.data_byte_range: tuple[int, int] | None = spec.get("data_byte_range")
         self.size: int | None = spec.get("size")
         self.chunk_size: int | None = spec.get("chunk_size")
+        self._exact: bool = bool(spec.get("exact"))
+        self._root: str | None = spec.get("root")
         self._opener = opener
         self._whole = whole
         self._stream: IO[bytes] | None = None
 
     @property
     def path(self) -> str:
+        if self._root:  # a local file: its absolute path
+            return os.path.join(self._root, f"{self.bucket}/{self.key}")
         return self.url or f"{self.bucket}/{self.key}"
 
     @property
@@ -523,6 +544,8 @@ class PartitionedObject:
             rng = self.data_byte_range
             if rng is None:
                 self._stream = io.BytesIO(b"") if self.size == 0 else self._whole()
+            elif self._exact:  # obj_newline=None: exactly the byte range
+                self._stream = self._opener(rng[0], rng[1])
             else:
                 self._stream = chunk_stream(self._opener, rng[0], rng[1], self.size or 0)
         return self._stream
@@ -562,7 +585,12 @@ def make_obj(spec: dict[str, Any], storage: Any, job: Job) -> PartitionedObject:
         return PartitionedObject(
             spec, lambda a, b: io.BufferedReader(_URLRange(url, a, b)), lambda: io.BufferedReader(_URLRange(url))
         )
-    st = _storage_on_worker(spec["storage"], storage, job)
+    if spec.get("root"):  # a local file (localhost backend)
+        from wren.storage.local import files_storage
+
+        st = files_storage(spec["root"])
+    else:
+        st = _storage_on_worker(spec["storage"], storage, job)
     bucket, key = spec["bucket"], spec["key"]
     return PartitionedObject(
         spec, lambda a, b: st.open_object(bucket, key, (a, b)), lambda: st.open_object(bucket, key)

@@ -120,6 +120,8 @@ class Job(_Record):
     total_calls: int = 0
     retries: int = 0
     retry_on: list[str] = dataclasses.field(default_factory=list)
+    #: The calls' arguments hold futures (chaining) the worker replaces by their results.
+    resolve_futures: bool = False
     #: What workers need to push events to a monitor (``None``: storage only).
     events: dict[str, Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -233,6 +233,9 @@ def _modules_in(obj: Any, seen: set[int], out: set[str]) -> None:
     if isinstance(obj, types.ModuleType):
         out.add(obj.__name__)
         return
+    wrapped = getattr(obj, "wren_wrapped", None)  # wren's wrappers (the map_reduce reducer)
+    if wrapped is not None and not isinstance(obj, type):
+        _modules_in(wrapped, seen, out)
     if isinstance(obj, functools.partial):
         _modules_in(obj.func, seen, out)
         for a in list(obj.args) + list((obj.keywords or {}).values()):
@@ -399,27 +402,33 @@ def zip_modules(names: Iterable[str]) -> bytes | None:
 
 def package_function(
     func: Any,
-    include_modules: Iterable[str] | None = None,
+    include_modules: Iterable[str] | None = (),
     exclude_modules: Iterable[str] | None = None,
     runtime_modules: Iterable[str] | None = None,
     extra_objects: Iterable[Any] = (),
 ) -> tuple[bytes, list[str]]:
     """Pickle ``func`` with the sources of the local modules it needs.
 
-    ``include_modules=None`` finds them automatically; a list ships exactly those modules
-    (``[]`` ships none). ``exclude_modules`` are never shipped. Returns the package bytes and the
-    names shipped.
+    As in PyWren for IBM Cloud and Lithops: ``include_modules=[]`` (the default) finds them
+    automatically (less ``exclude_modules``); ``None`` ships none; a non-empty list ships exactly
+    those modules. Returns the package bytes and the names shipped.
     """
     if not callable(func):
         raise SerializationError(
             f"the function to run must be callable, got {type(func).__name__}: {func!r}"
         )
+    if isinstance(include_modules, str):
+        raise SerializationError("include_modules must be a list of module names, not a string")
+    if isinstance(exclude_modules, str):
+        raise SerializationError("exclude_modules must be a list of module names, not a string")
     if include_modules is None:
-        modules = find_local_modules(func, extra_objects, runtime_modules, exclude_modules or ())
+        modules: list[str] = []
     else:
-        if isinstance(include_modules, str):
-            raise SerializationError("include_modules must be a list of module names, not a string")
-        modules = sorted(set(include_modules) - set(exclude_modules or ()))
+        wanted = list(include_modules)
+        if wanted:
+            modules = sorted(set(wanted))
+        else:
+            modules = find_local_modules(func, extra_objects, runtime_modules, exclude_modules or ())
     func_bytes = dumps(func, f"function {getattr(func, '__qualname__', func)!r}")
     package = pickle.dumps(
         {"func": func_bytes, "modules": zip_modules(modules), "module_names": modules,

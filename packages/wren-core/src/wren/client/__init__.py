@@ -10,4 +10,7 @@
 - :mod:`~wren.client.waiting`: ``wait``/``get_result`` and the progress bar.
 - :mod:`~wren.client.journal`: the local record that lets a new client reattach.
 - :mod:`~wren.client.reporting`: logs, plots and job summaries.
+- :mod:`~wren.client.mapreduce`: ``map_reduce`` (when the reducer starts, what ``get_result`` returns).
+- :mod:`~wren.client.chaining` and :mod:`~wren.client.futures_list`: futures as arguments, ``FuturesList``.
+- :mod:`~wren.client.compat`: the peers' (PyWren for IBM Cloud, Lithops) spellings of options.
 """

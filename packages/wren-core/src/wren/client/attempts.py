@@ -77,8 +77,14 @@ class Attempts:
         names = set(self.config.retry_on)
         if not names:
             return False
-        qual = exc_type if isinstance(exc_type, str) else f"{exc_type.__module__}.{exc_type.__qualname__}"
-        return qual in names or qual.rsplit(".", 1)[-1] in names or qual.replace("builtins.", "") in names
+        # as ``except`` does: the type or any of its bases (retry_on=[OSError] retries a
+        # ConnectionRefusedError)
+        classes = exc_type.__mro__ if isinstance(exc_type, type) else (exc_type,)
+        for cls in classes:
+            qual = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+            if qual in names or qual.rsplit(".", 1)[-1] in names or qual.replace("builtins.", "") in names:
+                return True
+        return False
 
     def failed(self, future: ResponseFuture, kind: str, exc_type: Any, message: str) -> bool:
         """One attempt of a call failed. Returns True when the call goes on (another attempt

@@ -7,6 +7,8 @@ tell whoever waits (:mod:`~wren.client.waiting`).
 """
 from __future__ import annotations
 
+import pickle
+
 import threading
 import time
 from typing import Any, Protocol
@@ -89,7 +91,7 @@ class CallTracker:
         if future.ready:
             return  # another attempt won already: exactly one result per call
         if not status.get("success") and self._attempt_failed(
-            future, status.get("error_kind") or "user", status.get("exc_type") or "", status.get("exc_message", "")
+            future, status.get("error_kind") or "user", exception_type(status), status.get("exc_message", "")
         ):
             return
         if future._set_status(status):
@@ -108,3 +110,14 @@ class CallTracker:
         for listener in listeners:
             listener.finished(future)
         future._notify_done()  # the future's own done callbacks (add_done_callback, await)
+
+
+def exception_type(status: dict[str, Any]) -> Any:
+    """The class of a failed call's exception (so that ``retry_on`` matches its bases), or its
+    qualified name when it cannot be rebuilt here."""
+    if status.get("exception") is not None and status.get("error_kind", "user") == "user":
+        try:
+            return type(pickle.loads(status["exception"]))
+        except Exception:  # noqa: BLE001 - a class this client lacks: match by name
+            pass
+    return status.get("exc_type") or ""

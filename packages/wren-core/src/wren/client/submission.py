@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wren import job as jobmod
 from wren import keys, serialize
+from wren.client import chaining
 from wren.config import Config
 from wren.errors import InvalidInputError
 from wren.future import ResponseFuture
@@ -145,22 +146,39 @@ class Submitter:
     # -- the calls' arguments -------------------------------------------------------------------
     def map_arguments(
         self, func: Callable[..., Any], iterdata: Any, extra_args: Any,
-        chunk_size: int | None, chunk_n: int | None, binder: jobmod.Binder,
-    ) -> tuple[list[jobmod.CallArgs], list[dict[str, Any]] | None, list[list[int]] | None]:
+        chunking: tuple[int | None, int | None, str | None], binder: jobmod.Binder,
+        wait: Callable[[list[ResponseFuture]], Any],
+    ) -> tuple[list[jobmod.CallArgs], list[dict[str, Any]] | None, list[list[int]] | None, bool]:
         """Each call's ``(args, kwargs)``, the object partitions of a function with an ``obj``
-        parameter, and per object the indices of its calls."""
-        if binder.reserved["obj"]:
+        parameter, per object the indices of its calls, and whether the calls' arguments hold
+        futures the worker resolves (chaining; ``wait(futures)`` waits on the client where
+        results do not reach storage)."""
+        chunk_size, chunk_n, newline = chunking
+        if binder.data_param:
             from wren.partitioner import partition
 
-            arguments, objs, groups = partition(self, iterdata, extra_args, chunk_size, chunk_n, func=func)
-            return arguments, objs, groups
+            arguments, objs, groups = partition(self, iterdata, extra_args, chunk_size, chunk_n, func=func,
+                                                newline=newline)
+            return arguments, objs, groups, False
         if chunk_size is not None or chunk_n is not None:
             raise InvalidInputError(
-                "chunk_size and chunk_n split stored objects between calls, so they need a "
-                "function with an 'obj' parameter; remove them or add the parameter"
+                "chunk_size and chunk_n (obj_chunk_size, obj_chunk_number) split stored objects between "
+                "calls, so they need a function with an 'obj' parameter; remove them or add the parameter"
             )
         items = jobmod.normalize_iterdata(iterdata)
-        return [jobmod.add_extra_args(*jobmod.split_item(it), extra_args) for it in items], None, None
+        found = chaining.futures_in(items)
+        resolve = False
+        if found:
+            items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
+        return [jobmod.add_extra_args(*jobmod.split_item(it), extra_args) for it in items], None, None, resolve
+
+    def call_arguments(self, data: Any, wait: Callable[[list[ResponseFuture]], Any]) -> tuple[list[jobmod.CallArgs], bool]:
+        """The one call of ``call_async(func, data)`` and whether the worker resolves futures."""
+        items, resolve = [data], False
+        found = chaining.futures_in(items)
+        if found:
+            items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
+        return [jobmod.split_item(items[0])], resolve
 
     # -- packing --------------------------------------------------------------------------------
     def pack(
@@ -172,9 +190,10 @@ class Submitter:
         extra_env: Mapping[str, Any] | None = None,
         runtime_memory: int | None = None,
         timeout: float | None = None,
-        include_modules: Sequence[str] | None = None,
+        include_modules: Sequence[str] | None = (),
         exclude_modules: Sequence[str] | None = None,
         store_results: bool = False,
+        resolve_futures: bool = False,
         objs: list[dict[str, Any]] | None = None,
         binder: jobmod.Binder | None = None,
         internal: bool = False,
@@ -185,6 +204,7 @@ class Submitter:
         timeout = check_timeout(timeout, wcfg.runtime_timeout)
         check_options(runtime_memory, extra_env)
         binder = binder or jobmod.Binder(func)
+        arguments = [binder.bind_var(args, kwargs, f"call {i}") for i, (args, kwargs) in enumerate(arguments)]
         for i, (args, kwargs) in enumerate(arguments):
             binder.check(args, kwargs, f"call {i}")
         ident = self.identity
@@ -235,6 +255,7 @@ class Submitter:
             total_calls=len(arguments),
             retries=wcfg.retries,
             retry_on=list(wcfg.retry_on),
+            resolve_futures=resolve_futures,
         )
         calls = []
         futures = []
@@ -259,6 +280,7 @@ class RemoteReducer:
 
     def __init__(self, reduce_function: Callable[..., Any], bucket: str, timeout: float):
         self.reduce_function = reduce_function
+        self.wren_wrapped = reduce_function  # its local modules are shipped (wren.serialize)
         self.bucket = bucket
         self.timeout = timeout
         self.binder = jobmod.Binder(reduce_function)
@@ -268,16 +290,17 @@ class RemoteReducer:
             except (AttributeError, TypeError):
                 pass
 
-    def __call__(self, refs: list[tuple[str, str]], storage: Any = None, id: int = 0) -> Any:  # noqa: A002
+    def __call__(self, refs: list[tuple[str, str]], *extra: Any, storage: Any = None, id: int = 0,  # noqa: A002
+                 **extra_kwargs: Any) -> Any:
         from wren.worker.collect import collect_results
 
         results = collect_results(storage.storage_backend, self.bucket, refs, self.timeout)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(extra_kwargs)  # extra_args_reduce
         if self.binder.reserved["storage"]:
             kwargs["storage"] = storage
         if self.binder.reserved["id"]:
             kwargs["id"] = id
-        return self.reduce_function(results, **kwargs)
+        return self.reduce_function(results, *extra, **kwargs)
 
 
 def warn_if_large(func: Any, size: int, limit_mb: float) -> None:

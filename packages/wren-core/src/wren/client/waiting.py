@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import os
 import sys
 import threading
@@ -32,10 +33,12 @@ REPORT_EVERY = 30.0
 class Waiter:
     """Counts the finished futures of one wait() call; O(1) per finished call."""
 
-    def __init__(self, fs: list[ResponseFuture], return_when: str, throw_except: bool):
+    def __init__(self, fs: list[ResponseFuture], return_when: str | int, throw_except: bool):
         self.pending = {id(f) for f in fs}
         self.total = len(self.pending)
         self.return_when = return_when
+        # a percentage (Lithops): at least that share of the futures finished
+        self.needed = math.ceil(return_when * self.total / 100) if isinstance(return_when, int) else self.total
         self.throw_except = throw_except
         self.n_ready = 0
         self.n_failed = 0
@@ -57,7 +60,7 @@ class Waiter:
             self.event.set()
 
     def satisfied(self) -> bool:
-        if not self.pending:
+        if not self.pending or self.n_ready >= self.needed:
             return True
         return self.return_when == ANY_COMPLETED and self.n_ready > 0
 
@@ -117,11 +120,28 @@ def progress_bar(total: int, wanted: bool) -> ProgressBar | None:
         return None
 
 
+#: Lithops' values of its constants (ints), accepted as the same conditions.
+_PEER_CONSTANTS = {100: ALL_COMPLETED, -1: ANY_COMPLETED, 0: ALWAYS}
+
+
+def normalize_return_when(return_when: Any) -> str | int:
+    """``ALL_COMPLETED``, ``ANY_COMPLETED``, ``ALWAYS``, or a percentage (an int 1..99) of the
+    futures that must be done, as Lithops takes it (its constants 100, -1 and 0 too)."""
+    if return_when in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
+        return str(return_when)
+    if isinstance(return_when, int) and not isinstance(return_when, bool):
+        if return_when in _PEER_CONSTANTS:
+            return _PEER_CONSTANTS[return_when]
+        if 1 <= return_when <= 99:
+            return return_when
+    raise InvalidInputError(
+        "return_when must be wren.ALL_COMPLETED, wren.ANY_COMPLETED, wren.ALWAYS or a percentage of "
+        f"the futures (an int from 1 to 100), got {return_when!r}"
+    )
+
+
 def check_wait_args(return_when: Any, timeout: Any) -> None:
-    if return_when not in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
-        raise InvalidInputError(
-            f"return_when must be wren.ALL_COMPLETED, wren.ANY_COMPLETED or wren.ALWAYS, got {return_when!r}"
-        )
+    normalize_return_when(return_when)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
         raise InvalidInputError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
 
@@ -129,7 +149,7 @@ def check_wait_args(return_when: Any, timeout: Any) -> None:
 def wait_for(
     tracker: Any,
     fs: list[ResponseFuture],
-    return_when: str,
+    return_when: str | int,
     throw_except: bool,
     timeout: float | None,
     bar: ProgressBar | None,
@@ -181,6 +201,17 @@ def describe_pending(fs: list[ResponseFuture], queued: int, max_workers: int) ->
         "still waiting for %d call(s) (%s); %d not yet invoked (max_workers=%d)",
         len(pending), "; ".join(parts), queued, max_workers,
     )
+
+
+def download(fs: list[ResponseFuture]) -> None:
+    """Fetch and decode the results of the finished ``fs`` (in parallel), without marking
+    them read: ``wait(download_results=True)``."""
+    need = [f for f in fs if f.ready and not f._decoded]
+    if len(need) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(32, len(need))) as pool:
+            list(pool.map(lambda f: f._decode(), need))
+    elif need:
+        need[0]._decode()
 
 
 def collect(selected: list[ResponseFuture], not_done: list[ResponseFuture], timeout: float | None,

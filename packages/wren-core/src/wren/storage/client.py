@@ -153,3 +153,63 @@ class Storage:
 
     def delete_cloudobject(self, cloudobject: CloudObject) -> None:
         self.delete_object(cloudobject.bucket, cloudobject.key)
+
+    def delete_cloudobjects(self, cloudobjects: Iterable[CloudObject]) -> None:
+        """Delete several cloud objects (grouped by bucket: one request per bucket)."""
+        by_bucket: dict[str, list[str]] = {}
+        for co in cloudobjects:
+            by_bucket.setdefault(co.bucket, []).append(co.key)
+        for bucket, keys in by_bucket.items():
+            self.delete_objects(bucket, keys)
+
+    def head_bucket(self, bucket: str) -> dict[str, Any]:
+        """Whether ``bucket`` exists (as Lithops: a 200 answer, or an error when it does not)."""
+        from wren.errors import StorageNoSuchBucketError
+
+        if not self._backend.bucket_exists(bucket):
+            raise StorageNoSuchBucketError(f"bucket {bucket!r} does not exist in storage {self.backend!r}")
+        return {"ResponseMetadata": {"HTTPStatusCode": 200}, "bucket": bucket}
+
+    # -- PyWren for IBM Cloud 1.x names ---------------------------------------------------------
+    def put_cobject(self, body: bytes | str | IO[bytes], bucket: str | None = None, key: str | None = None) -> CloudObject:
+        """PyWren 1.x's name of :meth:`put_cloudobject`."""
+        return self.put_cloudobject(body, bucket, key)
+
+    def get_cobject(self, cloudobject: CloudObject | None = None, bucket: str | None = None, key: str | None = None,
+                    stream: bool = False) -> bytes | IO[bytes]:
+        """PyWren 1.x's name of :meth:`get_cloudobject` (which also took ``bucket``/``key``)."""
+        if cloudobject is None:
+            if not bucket or not key:
+                raise InvalidInputError("get_cobject takes a cloud object, or bucket= and key=")
+            return self.get_object(bucket, key, stream=stream)
+        return self.get_cloudobject(cloudobject, stream=stream)
+
+    def delete_cobject(self, cloudobject: CloudObject | None = None, bucket: str | None = None,
+                       key: str | None = None) -> None:
+        """PyWren 1.x's name of :meth:`delete_cloudobject`."""
+        if cloudobject is not None:
+            self.delete_cloudobject(cloudobject)
+        elif bucket and key:
+            self.delete_object(bucket, key)
+        else:
+            raise InvalidInputError("delete_cobject takes a cloud object, or bucket= and key=")
+
+    def delete_cobjects(self, cloudobjects: Iterable[CloudObject]) -> None:
+        """PyWren 1.x's name of :meth:`delete_cloudobjects`."""
+        self.delete_cloudobjects(cloudobjects)
+
+    # -- Lithops' file helpers ------------------------------------------------------------------
+    def upload_file(self, file_name: str, bucket: str | None = None, key: str | None = None) -> None:
+        """Store the local file ``file_name`` (streamed) under ``key`` (default: its name)."""
+        import os
+
+        with open(file_name, "rb") as f:
+            self._backend.put_object(bucket or self.bucket, key or os.path.basename(file_name), f)
+
+    def download_file(self, bucket: str, key: str, file_name: str | None = None) -> None:
+        """Write the object to the local file ``file_name`` (default: the key's last part)."""
+        import os
+        import shutil
+
+        with self._backend.open_object(bucket, key) as src, open(file_name or os.path.basename(key), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)

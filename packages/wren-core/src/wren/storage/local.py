@@ -1,6 +1,7 @@
 """Local-filesystem storage: each bucket a folder, each key a file; atomic, multi-process safe."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -8,7 +9,7 @@ import tempfile
 from typing import IO, ClassVar
 from collections.abc import Iterable, Iterator
 
-from wren.errors import StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
+from wren.errors import InvalidInputError, StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
 from wren.localconfig import LocalhostConfig
 from wren.storage.base import ObjectInfo, StorageBackend
 from wren.storage.ranges import RangeReader
@@ -200,3 +201,23 @@ class LocalStorage(StorageBackend):
 
     def create_bucket(self, bucket: str) -> None:
         _makedirs_private(self._bucket_dir(bucket))
+
+
+@functools.lru_cache(maxsize=4)
+def files_storage(root: str = "/") -> LocalStorage:
+    """The files of this machine as a storage: the first folder of a path is its bucket."""
+    return LocalStorage(LocalhostConfig(storage_root=root))
+
+
+def split_local_path(text: str) -> tuple[str, str, bool]:
+    """``(bucket, key, is_folder)`` of an absolute local path in :func:`files_storage`."""
+    path = os.path.abspath(os.path.expanduser(text))
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not key or not os.path.exists(path):
+        raise InvalidInputError(
+            f"{text!r}: no such file or folder on this machine (give an absolute path to a file or folder "
+            "below the top-level folder)"
+        )
+    if os.path.isdir(path):
+        return bucket, key.rstrip("/") + "/", True
+    return bucket, key, False

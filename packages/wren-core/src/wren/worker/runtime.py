@@ -235,6 +235,11 @@ class WorkerRuntime:
             storage = self.storage_for(job)
             func = self.load_function(job, storage, secret)
             args, kwargs = self.load_data(job, call, storage, secret)
+            if job.resolve_futures:  # futures passed as arguments (chaining): their results
+                from wren.worker.collect import resolve_futures
+
+                args, kwargs = resolve_futures((args, kwargs), storage, job.bucket, job.timeout, secret,
+                                               {"retries": job.retries, "retry_on": job.retry_on})
             arguments = (args, kwargs)  # named in the note of a failure
             kwargs = dict(kwargs)
             reserved = job.reserved or {}
@@ -244,10 +249,10 @@ class WorkerRuntime:
                 from wren.storage.client import Storage
 
                 kwargs.setdefault("storage", Storage(storage_backend=storage))
-            if reserved.get("obj") and call.obj is not None:
+            if (reserved.get("obj") or reserved.get("url")) and call.obj is not None:
                 from wren.partitioner import make_obj
 
-                kwargs["obj"] = make_obj(call.obj, storage, job)
+                kwargs["obj" if reserved.get("obj") else "url"] = make_obj(call.obj, storage, job)
             stats["worker_func_start_tstamp"] = time.time()
             result = self._call(func, args, kwargs, job, call, logs)
             stats["worker_func_end_tstamp"] = time.time()
