@@ -855,8 +855,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         params = params or {}
         per_minute, concurrent = emu.limit_per_minute(), emu.limit_concurrent()
-        window = int(time.time() // emu.minute_seconds)
         with emu.lock:
+            window = int(time.time() // emu.minute_seconds)  # under the lock: windows never go back
             emu.counts["invocations"] += 1
             refusal = None
             if per_minute is not None:
