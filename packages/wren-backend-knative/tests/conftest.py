@@ -18,7 +18,6 @@ HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # k8s_standin.py
 
 from k8s_standin import KubeStandIn, ProcessRunner  # noqa: E402
-from knspec import CHECKER  # noqa: E402
 from wren_testsupport import images  # noqa: E402
 from wren_testsupport.isolation import isolated_environment  # noqa: E402
 from wren_testsupport.s3server import S3Server  # noqa: E402
@@ -33,6 +32,10 @@ RUNNER_INFO: dict[str, str] = {}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    # imported here, not at the top: test modules that import this one are shipped to the pods,
+    # whose runtime has no jsonschema
+    from knspec import CHECKER
+
     if RUNNER_INFO or CHECKER.counts["bodies"]:
         terminalreporter.write_sep("-", "Knative stand-in")
     if RUNNER_INFO:
@@ -48,6 +51,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
 def _crd_violations():
     """Every Service body the stand-in receives is checked against the CRD's schema: a test
     that caused a violation (or sent fields a real API server would prune) fails."""
+    from knspec import CHECKER
+
     CHECKER.take_violations()
     yield
     found = CHECKER.take_violations()
