@@ -44,7 +44,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         src = CHECKER.source
         terminalreporter.write_line(
             f"CRD schema validation (knative/serving {src['path']} @ {src['commit'][:12]}): "
-            f"{CHECKER.counts['bodies']} Service bodies checked")
+            f"{CHECKER.counts['bodies']} Service bodies received and {CHECKER.counts['answers']} Service objects "
+            "answered checked")
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +119,7 @@ def pod_runner():
 
 @pytest.fixture(scope="session")
 def standin(pod_runner):
-    with KubeStandIn(pod_runner[0]) as api:
+    with KubeStandIn(pod_runner[0], route_by_host=True) as api:
         yield api
 
 

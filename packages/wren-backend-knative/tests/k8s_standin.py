@@ -43,9 +43,11 @@ BadRequest ``admission webhook "validation.webhook.serving.knative.dev" denied t
 validation failed: ...``. ``config_defaults`` plays the ``config-defaults`` ConfigMap.
 Namespaces in ``forbidden_namespaces`` answer 403 Forbidden (RBAC).
 
-Calls reach the pods through one ingress address (:attr:`KubeStandIn.ingress_url`) that routes
-by ``Host`` (``status.url`` is ``http://<name>.<namespace>.<domain>``, not resolvable: clients
-set ``knative.ingress_endpoint``), 404 for an unknown host. Each revision's router plays the
+With ``route_by_host`` (the tests' stand-in), calls reach the pods through one ingress address
+(:attr:`KubeStandIn.ingress_url`) that routes by ``Host`` (``status.url`` is
+``http://<name>.<namespace>.<domain>``, not resolvable: clients set
+``knative.ingress_endpoint``), 404 for an unknown host; without it (the benchmark)
+``status.url`` is the revision's router on 127.0.0.1. Each revision's router plays the
 queue-proxy: ``containerConcurrency`` per pod, a queue of ``10 * containerConcurrency`` per pod
 beyond which requests get 503 ``pending request queue full`` (``pkg/queue/sharedmain/main.go``),
 and 504 ``request timeout`` when the pod has not started answering within the revision's
@@ -543,12 +545,20 @@ class KubeStandIn:
 
     def __init__(self, runner: Any, token: str | None = None, *, hang_on_missing_image: bool = False,
                  ready_delay: float = 0.0, pods_per_revision: int = 4, checker: Any = "session",
-                 config_defaults: dict[str, int] | None = None, user: str = "tester", domain: str = "example.invalid"):
+                 config_defaults: dict[str, int] | None = None, user: str = "tester", domain: str = "example.invalid",
+                 route_by_host: bool = False):
         self.runner = runner
-        #: the CRD schema checker (knspec.CHECKER by default; None: no schema validation)
+        #: the CRD schema checker (knspec.CHECKER by default, when jsonschema is installed, as in
+        #: the tests; the benchmark runs without it; None: no schema validation)
         if checker == "session":
-            from knspec import CHECKER as checker
+            try:
+                from knspec import CHECKER as checker
+            except ImportError:
+                checker = None
         self.checker = checker
+        #: ``status.url`` is ``http://<name>.<ns>.<domain>``, reached through :attr:`ingress_url`
+        #: with that Host (the tests); False: the revision router's own 127.0.0.1 address
+        self.route_by_host = route_by_host
         #: the config-defaults ConfigMap (pkg/apis/config/defaults.go)
         self.config_defaults = {**DEFAULTS, **(config_defaults or {})}
         #: the user the token authenticates (the webhook writes it in creator/lastModifier)
@@ -751,7 +761,7 @@ class KubeStandIn:
                     "False", "RevisionFailed", f'Revision "{revision}" failed with message: Container failed with: {exc}.')})
                 return
             host = f"{name}.{ns}.{self.domain}"
-            url = f"http://{host}"
+            url = f"http://{host}" if self.route_by_host else ep.url
             ready = {**base, "url": url, "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
                      "latestReadyRevisionName": revision,
                      "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
@@ -773,6 +783,14 @@ class KubeStandIn:
 
     # -- request handling (called by the handler)
     def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
+        code, doc = self._handle(method, path, query, headers, body)
+        if self.checker is not None and isinstance(doc, dict):
+            items = doc.get("items") if doc.get("kind") == "ServiceList" else [doc] if doc.get("kind") == KIND else []
+            for item in items or []:
+                self.checker.check_answer(f"{method} {path} answer", item)
+        return code, doc
+
+    def _handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
         self.requests.append((method, path))
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {**status_object(401, "Unauthorized", "Unauthorized"), "details": {}}

@@ -46,7 +46,8 @@ class CRDChecker:
         self.schema = doc["openAPIV3Schema"]
         self.validator = jsonschema.Draft7Validator(self.schema)
         self.lock = threading.Lock()
-        self.counts = {"bodies": 0}
+        #: Service bodies received (create, update, patch results) and Service objects answered
+        self.counts = {"bodies": 0, "answers": 0}
         self.violations: list[tuple[str, str]] = []
 
     def check(self, what: str, body: Any) -> str | None:
@@ -68,6 +69,20 @@ class CRDChecker:
                 self.violations.append((what, f"fields the CRD schema does not know (pruned by a real API server): "
                                               f"{', '.join(u.lstrip('.') for u in unknown)}"))
         return problem
+
+    def check_answer(self, what: str, obj: Any) -> None:
+        """A Service the stand-in answers with (status included) must fit the schema too."""
+        with self.lock:
+            self.counts["answers"] += 1
+        errors = sorted(self.validator.iter_errors(obj), key=lambda e: list(e.path))
+        unknown = _unknown_fields(obj, self.schema, "")
+        with self.lock:
+            if errors:
+                e = errors[0]
+                self.violations.append((what, f"{'.'.join(str(p) for p in e.path) or '(root)'}: {e.message}"))
+            if unknown:
+                self.violations.append((what, "fields the CRD schema does not know: " +
+                                        ", ".join(u.lstrip(".") for u in unknown)))
 
     def take_violations(self) -> list[tuple[str, str]]:
         with self.lock:

@@ -50,7 +50,7 @@ def api(tmp_path):
     from knspec import CRDChecker
 
     # a checker of its own: these tests send what the schema refuses on purpose
-    with KubeStandIn(NoPods(), checker=CRDChecker()) as standin:
+    with KubeStandIn(NoPods(), checker=CRDChecker(), route_by_host=True) as standin:
         standin.kubeconfig_path = standin.write_kubeconfig(str(tmp_path / "kubeconfig"), "wren-unit")
         yield standin
 
@@ -184,6 +184,8 @@ def test_queue_proxy_timeout_504_and_bounded_queue_503():
     finally:
         router.server.shutdown()
         router.server.server_close()
+    pod.stop()
+    pod = _SlowPod(0.3)
     router = Router([Endpoint(pod.url, lambda: None, "p")], concurrency=1, timeout=10, response_start=None)
     try:
         with concurrent.futures.ThreadPoolExecutor(14) as pool:
