@@ -190,7 +190,9 @@ def test_per_minute_throttling_fails_clearly_at_the_deadline_never_silently(exec
     assert not not_done  # every call ended: a result or an error, none lost
     ok = [f for f in fs if not f.error]
     failed = [f for f in fs if f.error]
-    assert len(ok) == fresh_emulator.counts["accepted"] <= 20 and len(ok) + len(failed) == 100
+    # windows are wall-clock aligned, as the controller's: the test may straddle two of them
+    assert len(ok) == fresh_emulator.counts["accepted"] and max(fresh_emulator.window_accepts.values()) <= 20
+    assert len(ok) + len(failed) == 100 and len(failed) >= 60
     assert all(f.result() == i * i for i, f in enumerate(fs) if not f.error)
     with pytest.raises(InvocationError, match=r"Too many requests in the last minute \(count: \d+, allowed: 20\)"):
         failed[0].result()
