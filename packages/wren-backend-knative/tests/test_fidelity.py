@@ -237,3 +237,15 @@ def test_pods_get_their_memory_limit(executor_config, pod_runner):
         assert runner.last_limits == {"mem_limit": 192 << 20, "memswap_limit": 192 << 20}
         with pytest.raises((WorkerDiedError, InvocationError)):
             ex.get_result(ex.call_async(hog, 400), timeout=90)
+
+
+def test_a_job_timeout_that_cannot_fit_is_refused_and_the_default_is_lowered():
+    from wren.config import WrenConfig
+    from wren.errors import InvalidInputError
+    from wren_backend_knative import KnativeBackend
+
+    backend = KnativeBackend(KnativeConfig(runtime_timeout=570), WrenConfig())
+    assert backend.check_job({"job_key": "k", "timeout": 600.0})["timeout"] == 570.0  # wren's unchosen default
+    assert backend.check_job({"job_key": "k", "timeout": 60.0})["timeout"] == 60.0
+    with pytest.raises(InvalidInputError, match=r"timeout 900 s cannot fit.*longest call is 570 s.*maximum 600 s"):
+        backend.check_job({"job_key": "k", "timeout": 900.0})
