@@ -130,7 +130,8 @@ def test_a_job_timeout_that_cannot_fit_is_refused_and_the_default_is_lowered(exe
 
 # -- payloads ----------------------------------------------------------------------------------
 
-def test_payload_over_the_limit_is_a_413_and_the_remote_invoker_stays_under_it():
+@pytest.mark.parametrize("profile", ["stock", "standalone"])
+def test_payload_over_the_limit_is_a_413_and_the_remote_invoker_stays_under_it(profile):
     from emulator import NoopRunner
 
     class Answering(NoopRunner):
@@ -141,7 +142,7 @@ def test_payload_over_the_limit_is_a_413_and_the_remote_invoker_stays_under_it()
             return super().run(params, meta, timeout)
 
     runner = Answering()
-    with _emulator("stock", runner, minute_seconds=0.05) as emu:
+    with _emulator(profile, runner, minute_seconds=0.05) as emu:
         client = OpenWhiskClient(emu.url, "guest", BasicAuth(KEY))
         client.put_action("a", "img:1", 256, 60)
         with pytest.raises(OpenWhiskError) as info:
@@ -175,6 +176,23 @@ def test_a_1000_call_map_at_60_per_minute_completes_with_every_result(executor_c
     counts = fresh_emulator.counts
     assert counts["accepted"] == 1000 and counts["throttled_minute"] > 0, counts
     assert max(fresh_emulator.window_accepts.values()) <= 60
+
+
+@pytest.mark.parametrize("profile", ["stock", "standalone"])
+def test_every_call_gets_through_the_per_minute_limit_of_each_profile(profile):
+    """60 invocations per minute on both (windows of 0.1 s here), refused attempts counted: 300
+    calls posted by the client all get accepted, in order of windows, none dropped."""
+    with _emulator(profile, minute_seconds=0.1) as emu:
+        backend = _backend(emu, throttle_timeout=60)
+        channel = Channel()
+        backend.invoke({"job_key": "m-0/M000", "timeout": 10, "runtime_memory": None, "config": {}}, _calls(300),
+                       channel)
+        deadline = time.monotonic() + 60
+        while emu.counts["accepted"] < 300 and not channel.failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        backend.close()
+    assert not channel.failures and emu.counts["accepted"] == 300 == backend.activations
+    assert emu.counts["throttled_minute"] > 0 and max(emu.window_accepts.values()) <= 60
 
 
 def test_per_minute_throttling_fails_clearly_at_the_deadline_never_silently(executor_config, fresh_emulator):
