@@ -25,6 +25,7 @@ cos_section = ow.cos_section
 action_runner = ow.action_runner
 runtime_image = ow.runtime_image
 pytest_terminal_summary = ow.pytest_terminal_summary
+_swagger_violations = ow._swagger_violations
 
 IAM_API_KEY = "ibmcloud-" + uuid.uuid4().hex
 NAMESPACE_ID = str(uuid.uuid4())
@@ -43,7 +44,8 @@ def iam():
 @pytest.fixture(scope="session")
 def emulator(action_runner, iam):
     runner, _ = action_runner
-    with OpenWhiskEmulator({CF_KEY: CF_NAMESPACE}, runner=runner, iam=iam,
+    # IBM Cloud Functions' limits; its 5000 invocations per minute in windows of 1 s (a scaled clock)
+    with OpenWhiskEmulator({CF_KEY: CF_NAMESPACE}, runner=runner, iam=iam, profile="ibm_cf", minute_seconds=1.0,
                            iam_namespaces={NAMESPACE_ID: NAMESPACE_NAME}, max_running=128) as emu:
         yield emu
 
@@ -52,9 +54,7 @@ def emulator(action_runner, iam):
 def fresh_emulator(emulator, iam):
     emulator.reset_counts()
     yield emulator
-    emulator.latency = 0.0
-    emulator.concurrency_limit = None
-    emulator._fail.clear()
+    emulator.reset_limits()
     iam.ttl = 3600
 
 

@@ -140,3 +140,65 @@ def test_backend_class_facts():
     assert IBMCloudFunctionsBackend.price_per_gb_second == 0.000017
     assert IBMCloudFunctionsBackend.name == "ibm_cf"
     assert wren.plugins.get_registry().get("compute", "ibm_cf").backend_class is IBMCloudFunctionsBackend
+
+
+# -- IBM Cloud Functions' limits and addressing --------------------------------------------------
+
+def test_iam_namespace_is_addressed_by_its_guid(executor_config, fresh_emulator, ids, iam):
+    """IAM namespaces live under their GUID in the URL (with X-Namespace-Id); the display name
+    there is refused."""
+    from wren_backend_ibmcf import IBMCFConfig
+    from wren.config import WrenConfig, parse_section
+
+    cfg = parse_section(IBMCFConfig, "ibm_cf", executor_config["ibm_cf"])
+    backend = IBMCloudFunctionsBackend(cfg, WrenConfig())
+    assert backend.client.base.endswith(f"/api/v1/namespaces/{ids['namespace_id']}")
+    backend.close()
+    by_name = OpenWhiskClient(fresh_emulator.url, "wren-iam-ns", IAMTokenAuth(ids["iam_api_key"], iam.url),
+                              extra_headers={"X-Namespace-Id": ids["namespace_id"]})
+    from wren_backend_openwhisk import OpenWhiskAuthError
+
+    with pytest.raises(OpenWhiskAuthError, match="403"):
+        by_name.list_actions()
+    by_name.close()
+
+
+def test_ibm_limits_ten_minute_actions_2gb_and_5mb_payloads(executor_config, fresh_emulator, ids, iam):
+    from wren.config import WrenConfig, parse_section
+    from wren_backend_ibmcf import IBMCFConfig
+    from wren_backend_openwhisk.client import OpenWhiskError
+
+    section = {**executor_config["ibm_cf"]}
+    del section["runtime_timeout"]
+    cfg = parse_section(IBMCFConfig, "ibm_cf", section)
+    assert (cfg.call_timeout, cfg.action_timeout, cfg.limit_memory, cfg.limit_payload) == \
+        (570, 600, (128, 2048), 5 * 1024 * 1024)
+    with pytest.raises(ConfigError, match="maximum of 600 s"):
+        parse_section(IBMCFConfig, "ibm_cf", {**section, "runtime_timeout": 600})
+    backend = IBMCloudFunctionsBackend(cfg, WrenConfig())
+    name = backend.ensure_action(memory=2048)
+    assert fresh_emulator.actions[(ids["namespace_id"], name)]["limits"] == \
+        {"timeout": 600_000, "memory": 2048, "logs": 10, "concurrency": 1}
+    client = backend.client
+    with pytest.raises(OpenWhiskError, match="duration 630000 milliseconds exceeds allowed threshold of 600000"):
+        client.put_action("too-long", "img:1", 256, 630)
+    with pytest.raises(OpenWhiskError, match="memory size 4096 MB exceeds allowed threshold of 2048 MB"):
+        client.put_action("too-big", "img:1", 4096, 60)
+    client.put_action("payload", "img:1", 256, 60)
+    assert client.invoke("payload", b'{"x":"' + b"y" * (2 * 1024 * 1024) + b'"}')  # 2 MB: over stock, under IBM
+    with pytest.raises(OpenWhiskError, match=r"Request larger than allowed: \d+ > 5242880 bytes"):
+        client.invoke("payload", b'{"x":"' + b"y" * (5 * 1024 * 1024) + b'"}')
+    backend.close()
+
+
+def test_ibm_per_minute_limit_is_survived(executor_config, fresh_emulator):
+    """IBM's 5000 invocations per minute, on a scaled clock (windows of 0.2 s) with a small
+    limit per window: every call of the map gets through."""
+    cfg = copy.deepcopy(executor_config)
+    with wren.function_executor(config=cfg) as ex:
+        ex.get_result(ex.call_async(square, 1))
+        fresh_emulator.reset_counts()
+        fresh_emulator.minute_seconds = 0.2
+        fresh_emulator.per_minute_limit = 25
+        assert ex.get_result(ex.map(square, range(200))) == [x * x for x in range(200)]
+    assert fresh_emulator.counts["throttled_minute"] > 0 and max(fresh_emulator.window_accepts.values()) <= 25

@@ -32,9 +32,34 @@ RUNNER_INFO: dict[str, str] = {}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
-    if RUNNER_INFO:
+    # imported here, not at the top: test modules that import this one are shipped to the pods,
+    # whose runtime has no jsonschema
+    from knspec import CHECKER
+
+    if RUNNER_INFO or CHECKER.counts["bodies"]:
         terminalreporter.write_sep("-", "Knative stand-in")
+    if RUNNER_INFO:
         terminalreporter.write_line(f"service pods ran as: {RUNNER_INFO['kind']} ({RUNNER_INFO['why']})")
+    if CHECKER.counts["bodies"]:
+        src = CHECKER.source
+        terminalreporter.write_line(
+            f"CRD schema validation (knative/serving {src['path']} @ {src['commit'][:12]}): "
+            f"{CHECKER.counts['bodies']} Service bodies received and {CHECKER.counts['answers']} Service objects "
+            "answered checked")
+
+
+@pytest.fixture(autouse=True)
+def _crd_violations():
+    """Every Service body the stand-in receives is checked against the CRD's schema: a test
+    that caused a violation (or sent fields a real API server would prune) fails."""
+    from knspec import CHECKER
+
+    CHECKER.take_violations()
+    yield
+    found = CHECKER.take_violations()
+    if found:
+        pytest.fail("the Knative Service CRD schema was violated:\n" + "\n".join(f"{w}: {p}" for w, p in found[:10]),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,7 +119,7 @@ def pod_runner():
 
 @pytest.fixture(scope="session")
 def standin(pod_runner):
-    with KubeStandIn(pod_runner[0]) as api:
+    with KubeStandIn(pod_runner[0], route_by_host=True) as api:
         yield api
 
 
@@ -109,9 +134,9 @@ def kubeconfig(standin, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def kn_section(kubeconfig, runtime_image):
+def kn_section(kubeconfig, runtime_image, standin):
     return {"kubeconfig": kubeconfig, "runtime": runtime_image, "ready_timeout": 90, "runtime_timeout": 120,
-            "backoff_base": 0.02, "backoff_max": 0.5}
+            "backoff_base": 0.02, "backoff_max": 0.5, "ingress_endpoint": standin.ingress_url}
 
 
 @pytest.fixture(scope="session")

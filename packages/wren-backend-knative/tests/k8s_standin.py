@@ -28,8 +28,35 @@ readiness probe), puts a :class:`Router` in front of them that enforces
 ``Unable to fetch image ...``); with ``hang_on_missing_image`` the conditions stay ``Unknown``
 instead (an image pull that never ends). Deleting a Service stops its container or process.
 
-What it leaves out: autoscaling (a fixed number of pods per revision), resource limits,
-traffic splitting, watches, other resources.
+Held to Knative's own rules (knative/serving, pinned in ``specs/``): every Service body is
+validated against the CRD's ``openAPIV3Schema`` (:mod:`knspec`; 422 Invalid), then the
+webhooks' defaulting and validation are reproduced for the fields wren uses
+(``pkg/apis/serving/v1/revision_defaults.go``, ``revision_validation.go``,
+``service_validation.go``, ``pkg/apis/config/defaults.go``): ``timeoutSeconds`` defaults to
+``revision-timeout-seconds`` (300) and must be ``<= max-revision-timeout-seconds`` (600);
+``responseStartTimeoutSeconds``/``idleTimeoutSeconds`` default to their ConfigMap values when
+those are non-zero and under ``timeoutSeconds`` (so a 600 s revision gets a 300 s response-start
+timeout unless it says otherwise); ``containerConcurrency`` must be ``<= 1000``
+(``container-concurrency-max-limit``); ``serving.knative.dev/creator`` is set on create and
+immutable afterwards, ``lastModifier`` set on spec changes. A webhook refusal is a 400
+BadRequest ``admission webhook "validation.webhook.serving.knative.dev" denied the request:
+validation failed: ...``. ``config_defaults`` plays the ``config-defaults`` ConfigMap.
+Namespaces in ``forbidden_namespaces`` answer 403 Forbidden (RBAC).
+
+With ``route_by_host`` (the tests' stand-in), calls reach the pods through one ingress address
+(:attr:`KubeStandIn.ingress_url`) that routes by ``Host`` (``status.url`` is
+``http://<name>.<namespace>.<domain>``, not resolvable: clients set
+``knative.ingress_endpoint``), 404 for an unknown host; without it (the benchmark)
+``status.url`` is the revision's router on 127.0.0.1. Each revision's router plays the
+queue-proxy: ``containerConcurrency`` per pod, a queue of ``10 * containerConcurrency`` per pod
+beyond which requests get 503 ``pending request queue full`` (``pkg/queue/sharedmain/main.go``),
+and 504 ``request timeout`` when the pod has not started answering within the revision's
+response-start timeout or ``timeoutSeconds`` (``pkg/http/handler/timeout.go``). On the Docker
+engine a pod's container gets its ``resources.limits.memory`` (a call over it is OOM-killed).
+
+What it leaves out: autoscaling (a fixed number of pods per revision), traffic splitting,
+watches, other resources, the idle timeout's byte-level timer (the worker sends its answer at
+once, so only the response-start timer matters).
 """
 from __future__ import annotations
 
@@ -123,9 +150,13 @@ class DockerRunner:
         import docker.errors
 
         port = free_port()
+        memory = _bytes(((container.get("resources") or {}).get("limits") or {}).get("memory"))
+        limits = {"mem_limit": memory, "memswap_limit": memory} if memory else {}
+        self.last_limits = limits
         c = self.client.containers.run(
             container["image"], command=["--host", "127.0.0.1", "--port", str(port)], detach=True,
             network_mode="host", environment=_env(container, port), name=f"kn-{revision}-{uuid.uuid4().hex[:6]}",
+            **limits,
             labels={self.label: self.session, "serving.knative.dev/service": name,
                     "serving.knative.dev/revision": revision, "namespace": ns},
         )
@@ -159,6 +190,18 @@ class DockerRunner:
             filters["label"].append(f"serving.knative.dev/service={service}")
         # sparse: no inspection of each container, which races with a pod being removed (404)
         return self.client.containers.list(all=True, filters=filters, sparse=True)
+
+
+def _bytes(quantity: Any) -> int | None:
+    """A Kubernetes memory quantity (``384Mi``, ``1G``, ``500000000``) in bytes."""
+    if quantity in (None, ""):
+        return None
+    m = re.match(r"^([0-9.]+)([KMGTPE]i?|[kmM])?$", str(quantity))
+    if not m:
+        return None
+    units = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "K": 10**3,
+             "M": 10**6, "G": 10**9, "T": 10**12, "m": 0.001}
+    return int(float(m.group(1)) * units.get(m.group(2), 1))
 
 
 class ProcessRunner:
@@ -224,10 +267,17 @@ class Router:
     """Knative's activator and queue-proxies in one: spreads requests over a revision's pods,
     at most ``containerConcurrency`` at a time on each (0: unlimited), queueing the rest."""
 
-    def __init__(self, pods: list[Endpoint], concurrency: int):
+    def __init__(self, pods: list[Endpoint], concurrency: int, timeout: float | None = None,
+                 response_start: float | None = None):
         self.pods = pods
         self.busy = [0] * len(pods)
         self.limit = concurrency or 1 << 30
+        #: requests that may wait for a pod: 10 * containerConcurrency per pod (none when 0)
+        self.queue_limit = 10 * concurrency * len(pods) if concurrency else None
+        self.waiting = 0
+        #: the queue-proxy's timers: the response must start within this many seconds
+        self.first_byte = min(t for t in (timeout, response_start) if t) if (timeout or response_start) else None
+        self.stats = {"queue_full": 0, "timeouts": 0}
         self.cond = threading.Condition()
         router = self
 
@@ -239,18 +289,28 @@ class Router:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 i = router.acquire()
-                try:
-                    pod = urllib.parse.urlsplit(router.pods[i].url)
-                    conn = http.client.HTTPConnection(pod.hostname, pod.port, timeout=None)
-                    headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
-                    conn.close()
-                except (OSError, http.client.HTTPException) as exc:  # the pod died under it: the queue-proxy's 502
-                    code, data, ctype = 502, json.dumps({"error": f"pod unreachable: {exc}"}).encode(), "application/json"
-                finally:
-                    router.release(i)
+                if i is None:  # the breaker's queue is full
+                    code, data, ctype = 503, b"pending request queue full\n", "text/plain; charset=utf-8"
+                else:
+                    started = time.monotonic()
+                    try:
+                        pod = urllib.parse.urlsplit(router.pods[i].url)
+                        conn = http.client.HTTPConnection(pod.hostname, pod.port, timeout=router.first_byte)
+                        headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+                        conn.request(self.command, self.path, body=body, headers=headers)
+                        resp = conn.getresponse()
+                        code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
+                        conn.close()
+                    except (TimeoutError, socket.timeout):  # the queue-proxy's timeout handler
+                        with router.cond:
+                            router.stats["timeouts"] += 1
+                        code, data, ctype = 504, b"request timeout", "text/plain; charset=utf-8"
+                        conn.close()
+                    except (OSError, http.client.HTTPException) as exc:  # the pod died under it: a 502
+                        code, data, ctype = 502, json.dumps({"error": f"pod unreachable: {exc}"}).encode(), "application/json"
+                    finally:
+                        router.release(i)
+                    del started
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
@@ -269,14 +329,22 @@ class Router:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def acquire(self) -> int:
+    def acquire(self) -> int | None:
         with self.cond:
-            while True:
-                i = min(range(len(self.pods)), key=self.busy.__getitem__)
-                if self.busy[i] < self.limit:
-                    self.busy[i] += 1
-                    return i
-                self.cond.wait()
+            i = min(range(len(self.pods)), key=self.busy.__getitem__)
+            if self.busy[i] >= self.limit and self.queue_limit is not None and self.waiting >= self.queue_limit:
+                self.stats["queue_full"] += 1
+                return None
+            self.waiting += 1
+            try:
+                while True:
+                    i = min(range(len(self.pods)), key=self.busy.__getitem__)
+                    if self.busy[i] < self.limit:
+                        self.busy[i] += 1
+                        return i
+                    self.cond.wait()
+            finally:
+                self.waiting -= 1
 
     def release(self, i: int) -> None:
         with self.cond:
@@ -381,12 +449,126 @@ def selector_matches(labels: dict[str, str], reqs: list[tuple[str, str, set[str]
     return True
 
 
+#: pkg/apis/config/defaults.go (config-defaults ConfigMap keys and their defaults)
+DEFAULTS = {"revision-timeout-seconds": 300, "max-revision-timeout-seconds": 600,
+            "revision-response-start-timeout-seconds": 300, "revision-idle-timeout-seconds": 0,
+            "container-concurrency": 0, "container-concurrency-max-limit": 1000}
+CREATOR = "serving.knative.dev/creator"
+UPDATER = "serving.knative.dev/lastModifier"
+
+
+def webhook_default(doc: dict[str, Any], old: dict[str, Any] | None, user: str, cfg: dict[str, int]) -> None:
+    """Knative's defaulting webhook, for what wren uses (revision_defaults.go, SetUserInfo in
+    metadata_validation.go)."""
+    ann = doc.setdefault("metadata", {}).setdefault("annotations", {})
+    if old is None:
+        ann[CREATOR] = ann[UPDATER] = user
+    elif doc.get("spec") != old.get("spec"):
+        ann[UPDATER] = user
+    rs = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+    if not rs.get("timeoutSeconds"):
+        rs["timeoutSeconds"] = cfg["revision-timeout-seconds"]
+    for key, default in (("idleTimeoutSeconds", "revision-idle-timeout-seconds"),
+                         ("responseStartTimeoutSeconds", "revision-response-start-timeout-seconds")):
+        if rs.get(key) is None and 0 != cfg[default] < rs["timeoutSeconds"]:
+            rs[key] = cfg[default]
+    rs.setdefault("containerConcurrency", cfg["container-concurrency"])
+    for c in rs.get("containers") or []:
+        c.setdefault("name", "user-container")
+
+
+def webhook_validate(doc: dict[str, Any], old: dict[str, Any] | None, cfg: dict[str, int]) -> list[str]:
+    """Knative's validating webhook, for what wren uses: revision_validation.go
+    (validateTimeoutSeconds, ValidateContainerConcurrency: ``apis.ErrOutOfBoundsValue``) and
+    service_validation.go (``apis.ValidateCreatorAndModifier``)."""
+    problems = []
+    rs = doc["spec"]["template"]["spec"]
+    ts, hi = rs.get("timeoutSeconds") or 0, cfg["max-revision-timeout-seconds"]
+    if ts and not 0 <= ts <= hi:
+        problems.append(f"expected 0 <= {ts} <= {hi}: spec.template.spec.timeoutSeconds")
+    cc, cc_hi = rs.get("containerConcurrency"), cfg["container-concurrency-max-limit"]
+    if cc is not None and not 0 <= cc <= cc_hi:
+        problems.append(f"expected 0 <= {cc} <= {cc_hi}: spec.template.spec.containerConcurrency")
+    if old is not None:
+        new_ann = (doc.get("metadata") or {}).get("annotations") or {}
+        old_ann = (old.get("metadata") or {}).get("annotations") or {}
+        if new_ann.get(CREATOR) != old_ann.get(CREATOR):
+            problems.append(f"annotation value is immutable: metadata.annotations.{CREATOR}")
+        if doc.get("spec") == old.get("spec") and new_ann.get(UPDATER) != old_ann.get(UPDATER):
+            problems.append(f"annotation value is immutable: metadata.annotations.{UPDATER}")
+    return problems
+
+
+def _ingress(standin: KubeStandIn) -> BigBacklogServer:
+    """The cluster's ingress gateway: one address, routes by ``Host`` to the service's router."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def _route(self) -> None:
+            host = (self.headers.get("Host") or "").split(":")[0]
+            router = standin.routes.get(host)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            if router is None:
+                code, data, ctype = 404, b"", "text/plain"
+            else:
+                target = urllib.parse.urlsplit(router.url)
+                try:
+                    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=None)
+                    conn.request(self.command, self.path, body=body,
+                                 headers={"Content-Type": self.headers.get("Content-Type") or "application/json"})
+                    resp = conn.getresponse()
+                    code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
+                    conn.close()
+                except (OSError, http.client.HTTPException):
+                    code, data, ctype = 503, b"no healthy upstream", "text/plain"
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass
+
+        do_GET = do_POST = _route  # noqa: N815
+
+    return BigBacklogServer(("127.0.0.1", 0), Handler)
+
+
 class KubeStandIn:
     """The API server and the Knative controller. ``start()``/``stop()``, or a context manager."""
 
     def __init__(self, runner: Any, token: str | None = None, *, hang_on_missing_image: bool = False,
-                 ready_delay: float = 0.0, pods_per_revision: int = 4):
+                 ready_delay: float = 0.0, pods_per_revision: int = 4, checker: Any = "session",
+                 config_defaults: dict[str, int] | None = None, user: str = "tester", domain: str = "example.invalid",
+                 route_by_host: bool = False):
         self.runner = runner
+        #: the CRD schema checker (knspec.CHECKER by default, when jsonschema is installed, as in
+        #: the tests; the benchmark runs without it; None: no schema validation)
+        if checker == "session":
+            try:
+                from knspec import CHECKER as checker
+            except ImportError:
+                checker = None
+        self.checker = checker
+        #: ``status.url`` is ``http://<name>.<ns>.<domain>``, reached through :attr:`ingress_url`
+        #: with that Host (the tests); False: the revision router's own 127.0.0.1 address
+        self.route_by_host = route_by_host
+        #: the config-defaults ConfigMap (pkg/apis/config/defaults.go)
+        self.config_defaults = {**DEFAULTS, **(config_defaults or {})}
+        #: the user the token authenticates (the webhook writes it in creator/lastModifier)
+        self.user = user
+        self.domain = domain
+        #: namespaces this user may not touch (RBAC): 403 Forbidden
+        self.forbidden_namespaces: set[str] = set()
+        #: host -> the router of the service's ready revision (the ingress's routes)
+        self.routes: dict[str, Router] = {}
+        self.ingress: BigBacklogServer | None = None
         #: pods started for each revision (bounded by its max-scale annotation)
         self.pods_per_revision = pods_per_revision
         self.token = token or uuid.uuid4().hex
@@ -416,6 +598,8 @@ class KubeStandIn:
 
         self.server = BigBacklogServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="kube-standin").start()
+        self.ingress = _ingress(self)
+        threading.Thread(target=self.ingress.serve_forever, daemon=True, name="knative-ingress").start()
         self._controller = threading.Thread(target=self._control_loop, daemon=True, name="knative-controller")
         self._controller.start()
         return self
@@ -428,6 +612,10 @@ class KubeStandIn:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        if self.ingress is not None:
+            self.ingress.shutdown()
+            self.ingress.server_close()
+            self.ingress = None
         for ep in list(self.endpoints.values()):
             ep.stop()
         self.endpoints.clear()
@@ -437,6 +625,12 @@ class KubeStandIn:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    @property
+    def ingress_url(self) -> str:
+        """The one address of the cluster's ingress gateway (routes by ``Host``)."""
+        assert self.ingress is not None
+        return f"http://127.0.0.1:{self.ingress.server_address[1]}"
 
     def write_kubeconfig(self, path: str, namespace: str = "wren-test") -> str:
         import yaml
@@ -493,6 +687,8 @@ class KubeStandIn:
             for key in gone:
                 ep = self.endpoints.pop(key, None)
                 if ep is not None:
+                    for host in [h for h, r in self.routes.items() if r is getattr(ep, "router", None)]:
+                        self.routes.pop(host, None)
                     ep.stop()
             for ns, name, gen, obj in todo:
                 threading.Thread(target=self._reconcile, args=(ns, name, gen, obj), daemon=True,
@@ -554,13 +750,20 @@ class KubeStandIn:
                     for pod in pods:
                         pod.stop()
                     raise problems[0]
-                router = Router(pods, int(tmpl["spec"].get("containerConcurrency") or 0))
+                rspec = tmpl["spec"]
+                router = Router(pods, int(rspec.get("containerConcurrency") or 0),
+                                timeout=float(rspec.get("timeoutSeconds") or 0) or None,
+                                response_start=float(rspec.get("responseStartTimeoutSeconds") or 0) or None)
                 ep = Endpoint(router.url, router.stop, revision)
+                ep.router = router
             except Exception as exc:
                 self._set_status(ns, name, gen, {**keep, **base, "conditions": self._conditions(
                     "False", "RevisionFailed", f'Revision "{revision}" failed with message: Container failed with: {exc}.')})
                 return
-            ready = {**base, "url": ep.url, "address": {"url": ep.url}, "latestReadyRevisionName": revision,
+            host = f"{name}.{ns}.{self.domain}"
+            url = f"http://{host}" if self.route_by_host else ep.url
+            ready = {**base, "url": url, "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
+                     "latestReadyRevisionName": revision,
                      "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
                      "conditions": self._conditions("True")}
             with self.lock:
@@ -570,6 +773,7 @@ class KubeStandIn:
                     return
                 old_ep = self.endpoints.get((ns, name))
                 self.endpoints[(ns, name)] = ep
+                self.routes[host] = ep.router
             if old_ep is not None:
                 old_ep.stop()
             self._set_status(ns, name, gen, ready)
@@ -579,6 +783,14 @@ class KubeStandIn:
 
     # -- request handling (called by the handler)
     def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
+        code, doc = self._handle(method, path, query, headers, body)
+        if self.checker is not None and isinstance(doc, dict):
+            items = doc.get("items") if doc.get("kind") == "ServiceList" else [doc] if doc.get("kind") == KIND else []
+            for item in items or []:
+                self.checker.check_answer(f"{method} {path} answer", item)
+        return code, doc
+
+    def _handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, Any]:
         self.requests.append((method, path))
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {**status_object(401, "Unauthorized", "Unauthorized"), "details": {}}
@@ -597,6 +809,12 @@ class KubeStandIn:
             return 404, status_object(404, "NotFound", "the server could not find the requested resource")
         ns = rest[1]
         name = rest[3] if len(rest) > 3 else None
+        if ns in self.forbidden_namespaces:
+            verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete"}.get(method, method.lower())
+            return 403, status_object(403, "Forbidden", f'{PLURAL}.{GROUP}{" " + repr(name).replace(chr(39), chr(34)) if name else ""} '
+                                                        f'is forbidden: User "{self.user}" cannot {verb} resource '
+                                                        f'"{PLURAL}" in API group "{GROUP}" in the namespace "{ns}"', name)
         if len(rest) > 4:
             return 405, status_object(405, "MethodNotAllowed", "only the main resource is served")
         try:
@@ -654,6 +872,21 @@ class KubeStandIn:
     def _invalid(self, name: str | None, msg: str) -> tuple[int, Any]:
         return 422, status_object(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: {msg}', name)
 
+    def _admit(self, name: str | None, doc: dict[str, Any], old: dict[str, Any] | None) -> tuple[int, Any] | None:
+        """The CRD schema (422), then Knative's defaulting and validating webhooks (400);
+        ``doc`` is defaulted in place. None: admitted."""
+        if self.checker is not None:
+            problem = self.checker.check(f"{'update' if old else 'create'} of service {name}", doc)
+            if problem:
+                return self._invalid(name, problem)
+        webhook_default(doc, old, self.user, self.config_defaults)
+        problems = webhook_validate(doc, old, self.config_defaults)
+        if problems:
+            msg = ("admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: "
+                   + "\n".join(problems))
+            return 400, status_object(400, "BadRequest", msg)
+        return None
+
     def _create(self, ns: str, doc: Any) -> tuple[int, Any]:
         problem = self._validate(doc)
         name = (doc or {}).get("metadata", {}).get("name") if isinstance(doc, dict) else None
@@ -661,6 +894,10 @@ class KubeStandIn:
             return self._invalid(name, problem)
         if (ns, name) in self.objects:
             return 409, status_object(409, "AlreadyExists", f'{PLURAL}.{GROUP} "{name}" already exists', name)
+        doc = copy.deepcopy(doc)
+        refused = self._admit(name, doc, None)
+        if refused:
+            return refused
         obj = copy.deepcopy(doc)
         meta = obj["metadata"]
         meta.update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1,
@@ -680,6 +917,11 @@ class KubeStandIn:
             return 409, status_object(
                 409, "Conflict", f'Operation cannot be fulfilled on {PLURAL}.{GROUP} "{name}": the object has been '
                                  "modified; please apply your changes to the latest version and try again", name)
+        new = copy.deepcopy(new)
+        new.pop("status", None)  # the status subresource is not written through the main resource
+        refused = self._admit(name, new, old)
+        if refused:
+            return refused
         obj = copy.deepcopy(new)
         meta = obj.setdefault("metadata", {})
         for k in ("namespace", "uid", "creationTimestamp", "generation"):

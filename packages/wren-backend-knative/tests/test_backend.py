@@ -54,7 +54,8 @@ def test_cli_build_deploy_map_100_update_delete(tmp_path, monkeypatch, capsys, e
     assert cli.main(["runtime", "deploy", image, "--memory", "384", "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["service"] == name and info["python"] and info["wren"] == wren.__version__
-    assert info["url"].startswith("http://127.0.0.1:")
+    assert info["url"] == standin.ingress_url  # calls go through the ingress, with the service's Host
+    assert standin.get(NAMESPACE, name)["status"]["url"] == f"http://{name}.{NAMESPACE}.example.invalid"
     svc = standin.get(NAMESPACE, name)
     container = svc["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == image and container["resources"]["limits"]["memory"] == "384Mi"
@@ -118,8 +119,8 @@ def test_deploy_that_never_becomes_ready_stops_at_the_deadline(tmp_path, monkeyp
 
 
 def test_calls_fail_clearly_when_the_service_is_gone(executor_config, standin):
-    """The pod disappears behind the client's back (its URL refuses connections): the calls'
-    futures fail with an InvocationError after knative.retry_timeout, not a hang."""
+    """The pods disappear behind the client's back (the ingress has no healthy upstream: 503):
+    the calls' futures fail with an InvocationError after knative.retry_timeout, not a hang."""
     cfg = _cfg(executor_config, runtime_memory=640, retry_timeout=1.0)
     name = service_name(cfg["knative"]["runtime"], 640)
     with wren.function_executor(config=cfg) as ex:
@@ -129,6 +130,6 @@ def test_calls_fail_clearly_when_the_service_is_gone(executor_config, standin):
         t = time.monotonic()
         ex.wait(futures, throw_except=False, timeout=60)
         assert time.monotonic() - t < 30 and all(f.error for f in futures)
-        with pytest.raises(InvocationError, match=r"could not be delivered .* within 1 s .*cannot connect"):
+        with pytest.raises(InvocationError, match=r"could not be delivered .* within 1 s .*HTTP 503: no healthy upstream"):
             ex.get_result(futures[:1])
     standin.objects.pop((NAMESPACE, name), None)

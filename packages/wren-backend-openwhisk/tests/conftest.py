@@ -19,6 +19,7 @@ HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # emulator.py
 
 from emulator import IAMStandIn, NoopRunner, OpenWhiskEmulator, ProcessRunner  # noqa: E402,F401
+from owspec import CHECKER  # noqa: E402
 from wren_testsupport import images  # noqa: E402
 from wren_testsupport.isolation import isolated_environment  # noqa: E402
 from wren_testsupport.s3server import S3Server  # noqa: E402
@@ -32,10 +33,37 @@ TEST_RUNTIME = "wren-runtime-test-cos:latest"
 RUNNER_INFO: dict[str, str] = {}
 
 
+#: The session emulator's platform and its rate-limit "minute" (a scaled clock: the stock
+#: profile's 60 invocations per window, but windows of this many seconds, so that suites do not
+#: wait real minutes; the per-minute tests use their own emulators and windows)
+SESSION_PROFILE = "stock"
+SESSION_MINUTE_SECONDS = 1.0
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
-    if RUNNER_INFO:
+    if RUNNER_INFO or CHECKER.counts["responses"]:
         terminalreporter.write_sep("-", "OpenWhisk emulator")
+    if RUNNER_INFO:
         terminalreporter.write_line(f"actions ran as: {RUNNER_INFO['kind']} ({RUNNER_INFO['why']})")
+    if CHECKER.counts["responses"]:
+        c, src = CHECKER.counts, CHECKER.source
+        terminalreporter.write_line(
+            f"swagger validation (apache/openwhisk {src['path']} @ {src['commit'][:12]}): "
+            f"{c['requests']} request bodies and {c['responses']} answers checked, "
+            f"{c['undocumented']} answers with a status the swagger leaves out "
+            f"({', '.join(sorted(f'{m} {p} {s}' for m, p, s in CHECKER.undocumented))})")
+
+
+@pytest.fixture(autouse=True)
+def _swagger_violations():
+    """Every request body and answer of every emulator is checked against the swagger: a test
+    that caused a violation fails."""
+    CHECKER.take_violations()
+    yield
+    found = CHECKER.take_violations()
+    if found:
+        pytest.fail("the OpenWhisk API swagger was violated:\n" + "\n".join(f"{w}: {p}" for w, p in found[:10]),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,7 +126,8 @@ def action_runner():
 @pytest.fixture(scope="session")
 def emulator(action_runner):
     runner, _ = action_runner
-    with OpenWhiskEmulator({API_KEY: NAMESPACE}, runner=runner, max_running=128) as emu:
+    with OpenWhiskEmulator({API_KEY: NAMESPACE}, runner=runner, max_running=128, profile=SESSION_PROFILE,
+                           minute_seconds=SESSION_MINUTE_SECONDS) as emu:
         yield emu
 
 
@@ -107,9 +136,7 @@ def fresh_emulator(emulator):
     """The session's emulator with default behaviour restored after the test."""
     emulator.reset_counts()
     yield emulator
-    emulator.latency = 0.0
-    emulator.concurrency_limit = None
-    emulator._fail.clear()
+    emulator.reset_limits()
 
 
 @pytest.fixture(scope="session")

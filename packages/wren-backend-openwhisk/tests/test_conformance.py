@@ -9,7 +9,7 @@ from wren.testing import ComputeBackendConformance
 #: Tests whose worker writes a status record from the entry point's own process (timeouts,
 #: dead workers). Each gets an action of its own (another memory size, so another container):
 #: a wren-core bug makes later calls in that container fail (see the backend's report).
-PARENT_WRITES = {"test_timeout": 512, "test_worker_death_is_reported": 640}
+PARENT_WRITES = {"test_timeout": 512, "test_worker_death_is_reported": 448}
 
 
 class TestOpenWhiskConformance(ComputeBackendConformance):

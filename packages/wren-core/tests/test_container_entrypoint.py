@@ -164,3 +164,64 @@ def test_tampered_function_is_refused(worker_server):
         fut = ex.call_async(divmod, (7, 2))
         with pytest.raises(wren.SerializationError, match="signature does not match"):
             ex.get_result(fut)
+
+
+# -- the pool's size inside a container ------------------------------------------------------
+
+def _write(base, files):
+    for rel, text in files.items():
+        path = base / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize("layout, expected_cpus, expected_mem, expected_pool", [
+    # cgroup v2 in a container's cgroup namespace: the limits at the root
+    ({"cgroup.controllers": "cpu memory", "cpu.max": "50000 100000", "memory.max": str(256 << 20)}, 0.5, 256 << 20, 1),
+    ({"cgroup.controllers": "cpu memory", "cpu.max": "max 100000", "memory.max": "max"}, None, None, 8),
+    ({"cgroup.controllers": "cpu memory", "cpu.max": "300000 100000", "memory.max": str(2 << 30)}, 3.0, 2 << 30, 3),
+    ({"cgroup.controllers": "cpu memory", "cpu.max": "max 100000", "memory.max": str(1 << 30)}, None, 1 << 30, 8),
+    ({"cgroup.controllers": "cpu memory", "cpu.max": "max 100000", "memory.max": str(512 << 20)}, None, 512 << 20, 4),
+    # cgroup v1: quota -1 and a huge memory number mean no limit
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "150000", "cpu,cpuacct/cpu.cfs_period_us": "100000",
+      "memory/memory.limit_in_bytes": str(384 << 20)}, 1.5, 384 << 20, 2),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000",
+      "memory/memory.limit_in_bytes": "9223372036854771712"}, None, None, 8),
+])
+def test_pool_sized_by_the_containers_cpu_quota_and_memory(tmp_path, monkeypatch, layout, expected_cpus,
+                                                           expected_mem, expected_pool):
+    from wren.worker import supervisor
+
+    root = tmp_path / "cgroup"
+    _write(root, layout)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("0::/\n" if "cgroup.controllers" in layout else "4:memory:/\n3:cpu,cpuacct:/\n")
+    monkeypatch.delenv("WREN_WORKER_CONCURRENCY", raising=False)
+    monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert supervisor.container_limits(str(root), str(proc)) == (expected_cpus, expected_mem)
+    assert supervisor.pool_size(str(root), str(proc)) == expected_pool
+    monkeypatch.setenv("WREN_WORKER_CONCURRENCY", "5")
+    assert supervisor.pool_size(str(root), str(proc)) == 5
+
+
+def test_pool_size_takes_the_smallest_limit_of_the_cgroup_and_its_ancestors(tmp_path, monkeypatch):
+    """Outside a cgroup namespace the process's own cgroup is a sub-folder, and a limit set on a
+    parent (a Kubernetes pod's cgroup above its container's) applies too."""
+    from wren.worker import supervisor
+
+    root = tmp_path / "cgroup"
+    _write(root, {"cgroup.controllers": "cpu memory",
+                  "kubepods/pod1/cpu.max": "100000 100000", "kubepods/pod1/memory.max": "max",
+                  "kubepods/pod1/ctr/cpu.max": "max 100000", "kubepods/pod1/ctr/memory.max": str(200 << 20)})
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("0::/kubepods/pod1/ctr\n")
+    monkeypatch.delenv("WREN_WORKER_CONCURRENCY", raising=False)
+    monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert supervisor.container_limits(str(root), str(proc)) == (1.0, 200 << 20)
+    assert supervisor.pool_size(str(root), str(proc)) == 1
+
+
+def test_pool_size_on_this_machine_is_within_its_cpus():
+    from wren.worker import supervisor
+
+    assert 1 <= supervisor.pool_size() <= (os.cpu_count() or 1)

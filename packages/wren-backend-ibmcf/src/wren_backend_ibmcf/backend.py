@@ -28,10 +28,6 @@ class IBMCloudFunctionsBackend(OpenWhiskBackend):
     def __init__(self, config: IBMCFConfig, wren_config: WrenConfig):
         super().__init__(config, wren_config)
 
-    @property
-    def max_payload_bytes(self) -> int:
-        return 5 * 1024 * 1024  # IBM Cloud Functions accepts 5 MB of parameters
-
     def make_auth(self) -> Auth:
         cfg = self.config
         if cfg.uses_iam:

@@ -23,12 +23,17 @@ Every key can also come from ``WREN_IBM_CF__<KEY>`` (``WREN_IBM_CF__API_KEY``...
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 from wren.config import secret_field
 from wren.errors import ConfigError
 from wren_backend_openwhisk.config import ActionSettings, RequestSettings, check_basic_key, check_endpoint
 
 DEFAULT_IAM_ENDPOINT = "https://iam.cloud.ibm.com/identity/token"
+#: IBM Cloud Functions' published system limits: action time limit up to 600 s (10 min), memory
+#: 128 to 2048 MB, parameters (the invocation payload) up to 5 MB. Intra-container concurrency
+#: is not offered: 1 activation per container.
+IBM_CF_LIMITS = {"timeout": 600, "memory": (128, 2048), "concurrency": 1, "payload": 5 * 1024 * 1024}
 #: USD per GB-second, IBM Cloud Functions' published price.
 PRICE_PER_GB_SECOND = 0.000017
 
@@ -36,6 +41,8 @@ PRICE_PER_GB_SECOND = 0.000017
 @dataclasses.dataclass
 class IBMCFConfig(RequestSettings, ActionSettings):
     """``ibm_cf`` section: region or endpoint, namespace, and credentials."""
+
+    PLATFORM_LIMITS: ClassVar[dict[str, Any]] = IBM_CF_LIMITS
 
     #: Region (``us-south``, ``eu-de``...); the endpoint is ``https://<region>.functions.cloud.ibm.com``.
     region: str | None = None

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 from wren import runtimes
 from wren.compute.base import ComputeBackend, ResultChannel
 from wren.config import WrenConfig
-from wren.errors import InvocationError, WrenError
+from wren.errors import InvalidInputError, InvocationError, WrenError
 from wren.version import __version__ as wren_version
 from wren.worker import protocol
 
@@ -329,17 +329,24 @@ class KnativeBackend(ComputeBackend):
 
     # -- invoking -----------------------------------------------------------------------------
     def check_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The job as sent: a timeout over the service's limit is lowered to it (with a warning)."""
+        """The job as sent. A timeout over the longest call a revision allows
+        (``knative.runtime_timeout``) is refused before anything is sent, naming the limit;
+        wren's default timeout (600 s, never set by the user) is lowered to it instead."""
         limit = self.config.runtime_timeout
-        if job.get("timeout") and job["timeout"] > limit:
+        timeout = job.get("timeout")
+        if not timeout or timeout <= limit:
+            return job
+        if timeout == self.wren_config.runtime_timeout == _DEFAULT_WREN_TIMEOUT:
             if job["job_key"] not in self._warned:
                 self._warned.add(job["job_key"])
-                # wren's default (600 s) is over Knative's default maximum: say so quietly
-                log = logger.info if job["timeout"] == self.wren_config.runtime_timeout else logger.warning
-                log("job %s: timeout %g s is over knative.runtime_timeout (%d s); calls are stopped after %d s",
-                    job["job_key"], job["timeout"], limit, limit)
-            job = {**job, "timeout": float(limit)}
-        return job
+                logger.info("job %s: wren's default timeout (%g s) is over knative.runtime_timeout (%d s); calls are "
+                            "stopped after %d s", job["job_key"], timeout, limit, limit)
+            return {**job, "timeout": float(limit)}
+        raise InvalidInputError(
+            f"timeout {timeout:g} s cannot fit in a Knative revision here: the longest call is {limit} s "
+            f"(knative.runtime_timeout; timeoutSeconds {limit + 30}, the cluster's maximum "
+            f"{self.config.max_revision_timeout} s). Use a timeout of at most {limit} s"
+        )
 
     def invoke(self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel) -> None:
         job = self.check_job(job)
@@ -372,6 +379,10 @@ class KnativeBackend(ComputeBackend):
                                  what=f"call(s) {ids} of job {key} (service {target.service})")
             with self._lock:
                 self.requests_sent += 1
+
+
+#: wren's own default of ``wren.runtime_timeout`` (a job timeout nobody chose)
+_DEFAULT_WREN_TIMEOUT = WrenConfig.__dataclass_fields__["runtime_timeout"].default
 
 
 def _split_tag(ref: str) -> tuple[str, str]:

@@ -78,6 +78,10 @@ class KnativeConfig:
     runtime_timeout: int = 570
     #: Requests one pod serves at once (``containerConcurrency``; 0 = unlimited).
     container_concurrency: int = 1
+    #: The cluster's ``config-defaults``: ``max-revision-timeout-seconds`` (600) and
+    #: ``container-concurrency-max-limit`` (1000); Knative refuses services over them.
+    max_revision_timeout: int = 600
+    container_concurrency_max: int = 1000
     #: ``autoscaling.knative.dev/min-scale`` (pods kept warm) and ``max-scale`` (0: no bound).
     min_scale: int = 0
     max_scale: int = 0
@@ -117,6 +121,18 @@ class KnativeConfig:
         for name in ("container_concurrency", "min_scale", "max_scale"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"knative.{name} must be >= 0, got {getattr(self, name)}")
+        if self.runtime_timeout + 30 > self.max_revision_timeout:
+            raise ConfigError(
+                f"knative.runtime_timeout is {self.runtime_timeout} s: with the 30 s wren keeps to record a timed-out "
+                f"call, the revision's timeoutSeconds would be {self.runtime_timeout + 30}, over the cluster's "
+                f"max-revision-timeout-seconds of {self.max_revision_timeout}; set knative.runtime_timeout to at most "
+                f"{self.max_revision_timeout - 30}, or knative.max_revision_timeout if your cluster allows more"
+            )
+        if self.container_concurrency > self.container_concurrency_max:
+            raise ConfigError(
+                f"knative.container_concurrency {self.container_concurrency} is over the cluster's "
+                f"container-concurrency-max-limit of {self.container_concurrency_max}"
+            )
         if self.max_scale and self.min_scale > self.max_scale:
             raise ConfigError(f"knative.min_scale ({self.min_scale}) is over knative.max_scale ({self.max_scale})")
         if self.cpu <= 0 or (self.cpu_limit is not None and self.cpu_limit < self.cpu):

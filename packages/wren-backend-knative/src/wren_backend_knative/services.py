@@ -105,9 +105,15 @@ def service_manifest(
     }
     if not container["env"]:
         del container["env"]
+    timeout = int(cfg.runtime_timeout) + TIMEOUT_MARGIN
     spec: dict[str, Any] = {
         "containerConcurrency": int(cfg.container_concurrency),
-        "timeoutSeconds": int(cfg.runtime_timeout) + TIMEOUT_MARGIN,
+        "timeoutSeconds": timeout,
+        # the queue-proxy's other timers follow: Knative defaults the response-start timeout
+        # to revision-timeout-seconds (300 s) when that is under timeoutSeconds, and the
+        # worker answers only when its calls are done, so longer calls would get a 504
+        "responseStartTimeoutSeconds": timeout,
+        "idleTimeoutSeconds": timeout,
         "containers": [container],
     }
     if cfg.image_pull_secret:
@@ -166,7 +172,8 @@ def spec_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         ann = (tmpl.get("metadata") or {}).get("annotations") or {}
         meta = svc.get("metadata") or {}
         return (
-            containers, spec.get("containerConcurrency"), spec.get("timeoutSeconds"), spec.get("imagePullSecrets"),
+            containers, spec.get("containerConcurrency"), spec.get("timeoutSeconds"),
+            spec.get("responseStartTimeoutSeconds"), spec.get("idleTimeoutSeconds"), spec.get("imagePullSecrets"),
             spec.get("serviceAccountName"), {k: v for k, v in ann.items() if k.startswith("autoscaling.")},
             {k: v for k, v in (meta.get("labels") or {}).items() if k.startswith(("wren.", VISIBILITY, MANAGED_BY))},
         )
@@ -306,8 +313,14 @@ class KnativeServices:
                     raise
             if not spec_differs(current, desired):
                 return current, False
-            body = {**desired, "metadata": {**desired["metadata"],
-                                            "resourceVersion": current["metadata"].get("resourceVersion")}}
+            # carry over what others put on the service: Knative's webhook refuses an update that
+            # drops serving.knative.dev/creator (immutable), and other tools' labels stay
+            meta = current.get("metadata") or {}
+            body = {**desired, "metadata": {
+                **desired["metadata"],
+                "labels": {**(meta.get("labels") or {}), **(desired["metadata"].get("labels") or {})},
+                "annotations": {**(meta.get("annotations") or {}), **(desired["metadata"].get("annotations") or {})},
+                "resourceVersion": meta.get("resourceVersion")}}
             try:
                 return self.replace(body), True
             except KnativeError as exc:

@@ -12,8 +12,10 @@ calls in flight; :meth:`OpenWhiskBackend.invoke` queues the calls it is given on
 accepted (HTTP 202) or fails for good, and then its future fails with an InvocationError
 (through ``channel.failed``). Not waiting there spared a thread wake-up per call: +10-15% launch rate.
 
-Remote invoker (``remote_invoker: true``): the client sends one blocking activation per batch
-of up to ``remote_invoker_calls`` calls, with ``"remote_invoker"`` in its payload; inside the
+Remote invoker (``remote_invoker: true``): the client sends one activation per batch of up to
+``remote_invoker_calls`` calls, with ``"remote_invoker"`` in its payload, non-blocking, and polls
+its record for the answer (a blocking POST that outlived the client's request timeout would be
+sent again and start the batch twice); inside the
 platform, the entry point builds this backend from the config the job carries and starts the
 calls from there (:meth:`OpenWhiskBackend.invoke_from_platform`, :mod:`wren.worker.fanout`),
 then answers with the calls it could not start, whose futures fail. A runtime that cannot
@@ -36,19 +38,16 @@ from collections.abc import Sequence
 from wren.compute.base import ComputeBackend, ResultChannel
 from wren.config import WrenConfig
 from wren import runtimes
-from wren.errors import InvocationError
+from wren.errors import InvalidInputError, InvocationError
 from wren.version import __version__ as wren_version
 from wren.worker import protocol
 
 from wren_backend_openwhisk.client import Auth, BasicAuth, OpenWhiskAuthError, OpenWhiskClient, OpenWhiskError
-from wren_backend_openwhisk.config import OpenWhiskConfig
+from wren_backend_openwhisk.config import ACTION_TIMEOUT_MARGIN, OpenWhiskConfig  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("wren.openwhisk")
 
 _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
-#: Seconds an action may run beyond the call's own timeout (the entry point's supervision,
-#: writing the status record).
-ACTION_TIMEOUT_MARGIN = 30
 #: Seconds the remote invoker waits for the rest of a batch before sending it.
 REMOTE_INVOKER_LINGER = 0.02
 #: Seconds a remote invoker keeps before its activation's deadline to answer the client.
@@ -146,7 +145,8 @@ class OpenWhiskBackend(ComputeBackend):
 
     @property
     def max_payload_bytes(self) -> int:
-        return 1024 * 1024  # OpenWhisk's default limit on action parameters
+        """The platform's limit on an invocation's body (``whisk.activation.payload.max``)."""
+        return self.config.limit_payload
 
     def runtime(self, name: str | None = None) -> str:
         return name or self.config.runtime or self.wren_config.runtime or default_runtime_name()
@@ -167,8 +167,14 @@ class OpenWhiskBackend(ComputeBackend):
 
     # -- runtimes ----------------------------------------------------------------------------
     def _action_timeout(self) -> int:
-        """The action's time limit: the longest call timeout plus the supervisor's margin."""
-        return int(self.config.runtime_timeout) + ACTION_TIMEOUT_MARGIN
+        """The action's time limit: the longest call timeout plus the supervisor's margin, never
+        over the platform's maximum (the config refuses a ``runtime_timeout`` that does not fit)."""
+        return self.config.action_timeout
+
+    def _check_memory(self, memory: int) -> None:
+        problem = self.config.check_memory(self.name, memory)
+        if problem:
+            raise InvalidInputError(f"cannot deploy an action for runtime_memory={memory}: {problem}")
 
     def ensure_action(self, runtime: str | None = None, memory: int | None = None) -> str:
         """The action for ``runtime`` and ``memory``, deployed on first use (once, under a lock)."""
@@ -177,6 +183,7 @@ class OpenWhiskBackend(ComputeBackend):
         name = action_name(runtime, memory)
         if name in self._deployed:
             return name
+        self._check_memory(memory)
         with self._lock:
             lock = self._deploy_locks.setdefault(name, threading.Lock())
         with lock:
@@ -202,6 +209,7 @@ class OpenWhiskBackend(ComputeBackend):
         """Create or update the action of runtime ``name`` and check what it runs."""
         runtime = self.runtime(name)
         memory = self.memory(memory)
+        self._check_memory(memory)
         action = action_name(runtime, memory)
         with first_use_lock(f"{self.name}-{action}"):
             deployed = self._put_action(action, runtime, memory)
@@ -281,17 +289,25 @@ class OpenWhiskBackend(ComputeBackend):
 
     # -- invoking ----------------------------------------------------------------------------
     def check_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The job as sent: a timeout over the action's limit is lowered to it (with a warning)."""
-        limit = self.config.runtime_timeout
-        if job.get("timeout") and job["timeout"] > limit:
+        """The job as sent. A timeout over the longest call the action allows is refused (before
+        anything is deployed or sent), naming the limit; wren's default timeout (600 s, never
+        set by the user) is lowered to it instead, with a note in the log."""
+        limit = self.config.call_timeout
+        timeout = job.get("timeout")
+        if not timeout or timeout <= limit:
+            return job
+        if timeout == self.wren_config.runtime_timeout == DEFAULT_WREN_TIMEOUT:
             if job["job_key"] not in self._warned:
                 self._warned.add(job["job_key"])
-                logger.warning(
-                    "job %s: timeout %g s is over %s.runtime_timeout (%d s); calls are stopped after %d s",
-                    job["job_key"], job["timeout"], self.name, limit, limit,
-                )
-            job = {**job, "timeout": float(limit)}
-        return job
+                logger.info("job %s: wren's default timeout (%g s) is over what an action may run here; calls "
+                            "are stopped after %d s (%s.runtime_timeout)", job["job_key"], timeout, limit, self.name)
+            return {**job, "timeout": float(limit)}
+        raise InvalidInputError(
+            f"timeout {timeout:g} s cannot fit in an action on this platform: the longest call is {limit} s "
+            f"({self.name}.runtime_timeout; the action's time limit is {self.config.action_timeout} s, the "
+            f"platform's maximum {self.config.limit_timeout} s). Use a timeout of at most {limit} s, or "
+            f"{self.name}.max_action_timeout if your deployment allows longer actions"
+        )
 
     def _gather(self, job_key: str, calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """With ``remote_invoker``: wren's invoker splits a batch over its threads; the first
@@ -362,8 +378,16 @@ class OpenWhiskBackend(ComputeBackend):
         job_json = _dumps(protocol.encode(job))
         key = job["job_key"]
 
+        limit = self.max_payload_bytes
+
         def send(call: dict[str, Any]) -> None:
             body = b'{"job":' + job_json + b',"calls":[' + _dumps(protocol.encode(call)) + b"]}"
+            if len(body) > limit:
+                channel.failed(key, call["call_id"], InvocationError(
+                    f"call {call['call_id']} of job {key} was not sent: its invocation would be {len(body)} bytes, "
+                    f"over the platform's payload limit of {limit} bytes ({self.name}.max_payload); pass less "
+                    "data inline (wren.inline_data_limit) or through storage"))
+                return
             try:
                 activation = self.client.invoke(action, body)
             except OpenWhiskError as exc:
@@ -402,7 +426,9 @@ class OpenWhiskBackend(ComputeBackend):
         calls = [c for c, _ in chunk]
         ids = ", ".join(c["call_id"] for c in calls[:3]) + (", ..." if len(calls) > 3 else "")
         try:
-            answer = self.client.invoke_blocking(action, body=body, wait=self._action_timeout() + 30)
+            # non-blocking, then the activation's record is polled: a blocking POST that outlived
+            # the client's request timeout would be sent again, and start the batch twice
+            answer = self.client.invoke_and_wait(action, body, wait=self._action_timeout() + 30)
         except OpenWhiskError as exc:
             self._fail(channel, key, calls, f"the remote invoker of calls {ids} of job {key} failed, so they may not "
                                             f"have started: {exc}")
@@ -438,6 +464,10 @@ class OpenWhiskBackend(ComputeBackend):
         err = InvocationError(message)
         for c in calls:
             channel.failed(key, c["call_id"], err)
+
+
+#: wren's own default of ``wren.runtime_timeout`` (a job timeout nobody chose)
+DEFAULT_WREN_TIMEOUT = WrenConfig.__dataclass_fields__["runtime_timeout"].default
 
 
 def _dumps(value: Any) -> bytes:

@@ -25,6 +25,10 @@ from wren.errors import ComputeError
 
 logger = logging.getLogger("wren.openwhisk")
 
+#: Seconds the controller holds a blocking invocation before it answers 202 with the activation
+#: id (``?blocking=true``: 60 s, the swagger's "max allowed timeout").
+BLOCKING_WAIT = 60.0
+
 
 class OpenWhiskError(ComputeError):
     """The OpenWhisk API answered with an error (or could not be reached)."""
@@ -183,6 +187,7 @@ class OpenWhiskClient:
         json_body: Any = None,
         allow: tuple[int, ...] = (),
         fast: bool = False,
+        timeout: float | None = None,
     ) -> requests.Response:
         """Send a request under ``self.base`` + ``path``; retry what can be retried; raise an
         :class:`OpenWhiskError` saying ``what`` failed otherwise. Statuses in ``allow`` are
@@ -215,7 +220,7 @@ class OpenWhiskClient:
                 else:
                     resp = self.session.request(
                         method, url, params=params, data=body, headers={**headers, **self.auth.headers()},
-                        timeout=self.request_timeout,
+                        timeout=timeout or self.request_timeout,
                     )
             except OpenWhiskError:
                 raise
@@ -248,14 +253,19 @@ class OpenWhiskClient:
                 now = time.monotonic()
                 if throttled_since is None:
                     throttled_since = now
+                text = self._error_text(resp)
+                per_minute = "in the last minute" in text
                 if now - throttled_since >= self.throttle_timeout:
                     raise OpenWhiskThrottled(
                         f"{what}: the platform kept throttling (HTTP 429 Too Many Requests) for "
-                        f"{now - throttled_since:.0f} s ({self._error_text(resp)}); lower max_workers or "
-                        "ask for a higher concurrency limit",
+                        f"{now - throttled_since:.0f} s, past throttle_timeout ({text}); "
+                        + ("the namespace's invocations per minute are used up: raise throttle_timeout to wait "
+                           "for later minutes, or ask for a higher per-minute limit" if per_minute else
+                           "lower max_workers or ask for a higher concurrent-invocations limit"),
                         status,
                     )
-                self._sleep(min(n, 8), resp.headers.get("Retry-After"))
+                # the per-minute limit counts refused attempts too (RateThrottler): retry slowly
+                self._sleep(20 if per_minute else min(n, 8), resp.headers.get("Retry-After"))
                 continue
             if status >= 500:
                 self._count("server_errors")
@@ -345,17 +355,26 @@ class OpenWhiskClient:
         except (ValueError, KeyError):
             raise OpenWhiskError(f"invoking action {name!r}: the answer has no activationId: {resp.text[:200]}") from None
 
+    def invoke_and_wait(self, name: str, body: bytes, wait: float) -> Any:
+        """Start an activation (non-blocking: the POST is answered at once, so it is never sent
+        twice because an answer came late) and poll its record for the result."""
+        what = f"invoking action {name!r}"
+        return self._poll_result(self.invoke(name, body), wait, what)
+
     def invoke_blocking(self, name: str, params: dict[str, Any] | None = None, wait: float = 120.0,
                         body: bytes | None = None) -> Any:
         """Run an activation with ``params`` (or the JSON ``body``) and return its result (waits;
-        polls when the platform gives up waiting and answers 202)."""
+        polls when the platform gives up waiting and answers 202). The controller holds a
+        blocking request up to ``BLOCKING_WAIT`` s: the request's timeout is longer than that,
+        or a slow answer would make the request be sent (and the action run) again."""
         what = f"invoking action {name!r} (blocking)"
         resp = self.request("POST", self._action_path(name), what, params={"blocking": "true", "result": "true"},
-                            json_body=params if body is None else None, body=body, allow=(502,))
+                            json_body=params if body is None else None, body=body, allow=(500, 502),
+                            timeout=max(self.request_timeout, BLOCKING_WAIT + 10))
         if resp.status_code == 202:
             return self._poll_result(resp.json()["activationId"], wait, what)
         result = resp.json()
-        if resp.status_code == 502 or (isinstance(result, dict) and "error" in result and len(result) == 1):
+        if resp.status_code in (500, 502) or (isinstance(result, dict) and "error" in result and len(result) == 1):
             err = result.get("error") if isinstance(result, dict) else result
             if isinstance(err, dict):
                 err = err.get("error") or (err.get("response") or {}).get("result", {}).get("error") or err

@@ -16,6 +16,7 @@ Every key can also come from ``WREN_OPENWHISK__<KEY>`` (``WREN_OPENWHISK__API_KE
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 from wren.config import secret_field
 from wren.errors import ConfigError
@@ -57,9 +58,21 @@ class RequestSettings:
             raise ConfigError(f"{section}.invoke_pool_size must be at least 1, got {self.invoke_pool_size}")
 
 
+#: A stock OpenWhisk's limits (apache/openwhisk ``common/scala/src/main/resources/application.conf``:
+#: ``whisk.time-limit.max = 5 m``, ``whisk.memory = 128 m .. 512 m``, ``whisk.concurrency-limit.max
+#: = 1``, ``whisk.activation.payload.max = 1 m``). Standalone OpenWhisk has the same.
+OPENWHISK_LIMITS = {"timeout": 300, "memory": (128, 512), "concurrency": 1, "payload": 1024 * 1024}
+#: Seconds an action may run beyond the call's own timeout (the entry point's supervision,
+#: writing the status record).
+ACTION_TIMEOUT_MARGIN = 30
+
+
 @dataclasses.dataclass
 class ActionSettings:
     """What the deployed action looks like and how calls are sent to it."""
+
+    #: The platform's limits when the ``max_action_*`` keys are not set (subclasses change it).
+    PLATFORM_LIMITS: ClassVar[dict[str, Any]] = OPENWHISK_LIMITS
 
     #: Runtime (docker image) of the action; default: ``wren.runtime``, else wren's default
     #: runtime image for this Python and wren version.
@@ -73,8 +86,18 @@ class ActionSettings:
     #: sets it).
     runtime_memory: int = 256
     #: Longest call ``timeout`` in seconds; the action's limit (``limits.timeout``) is this plus
-    #: 30 s for the entry point to record a timed-out call. Longer timeouts are lowered to it.
-    runtime_timeout: int = 600
+    #: 30 s for the entry point to record a timed-out call. ``None``: the platform's maximum
+    #: action time limit less those 30 s (270 s on OpenWhisk, 570 s on IBM Cloud Functions).
+    #: A job whose timeout is longer is refused before anything is deployed.
+    runtime_timeout: int | None = None
+    #: The platform's limits, for deployments that changed them (``None``: the stock ones):
+    #: longest action time limit in seconds (``whisk.time-limit.max``), largest action memory
+    #: in MB (``whisk.memory.max``), most activations per container (``whisk.concurrency-limit.max``)
+    #: and largest invocation payload in bytes (``whisk.activation.payload.max``).
+    max_action_timeout: int | None = None
+    max_action_memory: int | None = None
+    max_action_concurrency: int | None = None
+    max_payload: int | None = None
     #: Activations one action container runs at once (OpenWhisk's ``limits.concurrency``).
     action_concurrency: int = 1
     #: Calls of one executor running at once when ``wren.max_workers`` is not set.
@@ -87,10 +110,69 @@ class ActionSettings:
     #: Most calls one remote-invoker activation starts (fewer when the payload limit says so).
     remote_invoker_calls: int = 1000
 
+    # -- the limits in force --------------------------------------------------------------------
+    @property
+    def limit_timeout(self) -> int:
+        """Longest action time limit (s) the platform accepts."""
+        return int(self.max_action_timeout or self.PLATFORM_LIMITS["timeout"])
+
+    @property
+    def limit_memory(self) -> tuple[int, int]:
+        lo, hi = self.PLATFORM_LIMITS["memory"]
+        return lo, int(self.max_action_memory or hi)
+
+    @property
+    def limit_concurrency(self) -> int:
+        return int(self.max_action_concurrency or self.PLATFORM_LIMITS["concurrency"])
+
+    @property
+    def limit_payload(self) -> int:
+        return int(self.max_payload or self.PLATFORM_LIMITS["payload"])
+
+    @property
+    def call_timeout(self) -> int:
+        """Longest call timeout (s): ``runtime_timeout``, else what fits the platform's limit."""
+        return int(self.runtime_timeout or self.limit_timeout - ACTION_TIMEOUT_MARGIN)
+
+    @property
+    def action_timeout(self) -> int:
+        """The action's ``limits.timeout`` (s): the longest call plus the supervisor's margin."""
+        return self.call_timeout + ACTION_TIMEOUT_MARGIN
+
+    def check_memory(self, section: str, memory: int) -> str | None:
+        """Why the platform would refuse an action of ``memory`` MB (None: it fits)."""
+        lo, hi = self.limit_memory
+        if not lo <= memory <= hi:
+            return (f"{memory} MB of memory is outside the platform's range of {lo} to {hi} MB for an action "
+                    f"(set {section}.runtime_memory, or runtime_memory= of the call, within it; or "
+                    f"{section}.max_action_memory if your deployment allows more)")
+        return None
+
     def validate_actions(self, section: str) -> None:
-        for name in ("runtime_memory", "runtime_timeout", "action_concurrency", "max_workers", "remote_invoker_calls"):
+        for name in ("runtime_memory", "action_concurrency", "max_workers", "remote_invoker_calls"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{section}.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("runtime_timeout", "max_action_timeout", "max_action_memory", "max_action_concurrency",
+                     "max_payload"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{section}.{name} must be at least 1, got {getattr(self, name)}")
+        if self.runtime_timeout is not None and self.action_timeout > self.limit_timeout:
+            raise ConfigError(
+                f"{section}.runtime_timeout is {self.runtime_timeout} s: with the {ACTION_TIMEOUT_MARGIN} s wren "
+                f"keeps to record a timed-out call, the action's time limit would be {self.action_timeout} s, over "
+                f"the platform's maximum of {self.limit_timeout} s ({self.limit_timeout * 1000} ms); set "
+                f"{section}.runtime_timeout to at most {self.limit_timeout - ACTION_TIMEOUT_MARGIN}, or "
+                f"{section}.max_action_timeout if your deployment allows longer actions"
+            )
+        problem = self.check_memory(section, self.runtime_memory)
+        if problem:
+            raise ConfigError(f"{section}.runtime_memory: {problem}")
+        if self.action_concurrency > self.limit_concurrency:
+            raise ConfigError(
+                f"{section}.action_concurrency {self.action_concurrency} is over the platform's maximum of "
+                f"{self.limit_concurrency} activations per container (set {section}.max_action_concurrency if "
+                "your deployment allows more)"
+            )
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ process is shared with them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -26,8 +27,102 @@ from wren.worker.runtime import exception_payload, get_runtime
 logger = logging.getLogger("wren.worker")
 
 
-def pool_size() -> int:
-    return int(os.environ.get("WREN_WORKER_CONCURRENCY", "0") or 0) or (os.cpu_count() or 1)
+#: MiB of a container's memory left to the entry point itself, and the least each worker of the
+#: pool gets: a 256 MiB container runs 2 workers, a 128 MiB one 1
+ENTRYPOINT_MEMORY_MIB = 64
+WORKER_MEMORY_MIB = 96
+_MIB = 1024 * 1024
+#: cgroup v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages); anything above this is none
+_V1_UNLIMITED = 1 << 60
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _own_cgroups(proc_cgroup: str) -> dict[str, str]:
+    """Controller (``""`` for cgroup v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    out: dict[str, str] = {}
+    for line in (_read(proc_cgroup) or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(","):
+                out[controller] = parts[2]
+    return out
+
+
+def _candidates(base: str, path: str) -> list[str]:
+    """``base/path`` and each of its ancestors up to ``base`` (a limit anywhere above applies;
+    inside a container's cgroup namespace the path is "/" and ``base`` is the container's)."""
+    out = []
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts), -1, -1):
+        out.append(os.path.join(base, *parts[:i]))
+    return out
+
+
+def container_limits(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> tuple[float | None, int | None]:
+    """(CPUs, memory in bytes) this process's cgroup allows; None where there is no limit.
+
+    cgroup v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``) and ``memory.max``
+    (bytes or ``"max"``). cgroup v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1: none)
+    and ``memory.limit_in_bytes``. The smallest limit of the cgroup and its ancestors wins."""
+    own = _own_cgroups(proc_cgroup)
+    cpus: float | None = None
+    memory: int | None = None
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2, unified
+        for d in _candidates(root, own.get("", "/")):
+            text = _read(os.path.join(d, "cpu.max"))
+            if text:
+                quota, _, period = text.partition(" ")
+                if quota != "max" and period:
+                    value = int(quota) / int(period)
+                    cpus = value if cpus is None else min(cpus, value)
+            text = _read(os.path.join(d, "memory.max"))
+            if text and text != "max":
+                memory = int(text) if memory is None else min(memory, int(text))
+        return cpus, memory
+    for controller, names in (("cpu", ("cpu,cpuacct", "cpu", "cpuacct,cpu")), ("memory", ("memory",))):
+        for name in names:
+            base = os.path.join(root, name)
+            if not os.path.isdir(base):
+                continue
+            for d in _candidates(base, own.get(controller, "/")):
+                if controller == "cpu":
+                    quota, period = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
+                    if quota and period and int(quota) > 0 and int(period) > 0:
+                        value = int(quota) / int(period)
+                        cpus = value if cpus is None else min(cpus, value)
+                else:
+                    text = _read(os.path.join(d, "memory.limit_in_bytes"))
+                    if text and int(text) < _V1_UNLIMITED:
+                        memory = int(text) if memory is None else min(memory, int(text))
+            break
+    return cpus, memory
+
+
+def pool_size(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """Workers in the container's pool: ``WREN_WORKER_CONCURRENCY`` when set; else the CPUs this
+    process may use (its CPU quota, rounded up, where one is set: a pod with ``cpu: 500m`` on a
+    64-core node gets 1, not 64), and no more than its memory limit holds (``WORKER_MEMORY_MIB``
+    each after ``ENTRYPOINT_MEMORY_MIB`` for the entry point: a 256 MiB action gets 2)."""
+    forced = int(os.environ.get("WREN_WORKER_CONCURRENCY", "0") or 0)
+    if forced > 0:
+        return forced
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    cpus, memory = container_limits(root, proc_cgroup)
+    if cpus is not None:
+        n = min(n, max(1, math.ceil(cpus - 1e-9)))
+    if memory is not None:
+        n = min(n, max(1, (memory // _MIB - ENTRYPOINT_MEMORY_MIB) // WORKER_MEMORY_MIB))
+    return max(1, n)
 
 
 def get_pool() -> WorkerPool:
