@@ -74,9 +74,13 @@ class S3Server:
 
     def start(self) -> S3Server:
         self._tmp_before = set(glob.glob("/tmp/weed.*"))
-        self._socks_before = set(glob.glob("/tmp/seaweedfs-*.sock"))
         self.dir = tempfile.mkdtemp(prefix="wren-s3-")
         self.port = free_port()
+        # every service on a port of its own (their defaults clash between two servers on one
+        # machine), the unix sockets in our own folder
+        self._ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
+            "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc")}
         self._launch()
         return self
 
@@ -90,6 +94,10 @@ class S3Server:
             weed, "mini", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", "-webdav=false", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false",  # no anonymous statistics sent off this machine
+            f"-filer.localSocket={os.path.join(self.dir, 'filer.sock')}",
+            f"-s3.localSocket={os.path.join(self.dir, 's3.sock')}",
+            *(f"-{name}={port}" for name, port in self._ports.items()),
         ]
         self._log = open(os.path.join(self.dir, "weed.log"), "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
@@ -167,11 +175,13 @@ class S3Server:
         pid = self._pid
         if pid is None:
             return
-        for path in set(glob.glob("/tmp/seaweedfs-*.sock")) - getattr(self, "_socks_before", set()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        ours = {str(port) for port in getattr(self, "_ports", {}).values()} | {str(self.port)}
+        for path in glob.glob("/tmp/seaweedfs-*.sock"):  # named after our ports only
+            if path.rsplit("-", 1)[-1].removesuffix(".sock") in ours:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         for path in glob.glob("/tmp/weed.*"):
             if path in self._tmp_before and not os.path.islink(path):
                 continue
