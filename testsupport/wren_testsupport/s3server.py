@@ -80,7 +80,7 @@ class S3Server:
         # machine), the unix sockets in our own folder
         self._ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
-            "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc")}
+            "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc", "s3.port.grpc")}
         self._launch()
         return self
 
