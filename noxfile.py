@@ -25,7 +25,10 @@ PACKAGES = [
 EXISTING = [p for p in PACKAGES if (ROOT / "packages" / p / "pyproject.toml").exists()]
 PYTHON = None  # the interpreter nox runs on (CI: the machine's Python)
 
-nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "lint", "types"]
+#: Example third-party plugins (their own pyproject each), tested by ``example_plugin``.
+EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/pyproject.toml"))
+
+nox.options.sessions = [f"tests-{p}" for p in EXISTING] + ["core_alone", "example_plugin", "lint", "types"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -69,12 +72,22 @@ def core_alone(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def example_plugin(session: nox.Session) -> None:
+    """Install wren-core and each example plugin from their folders, as a plugin author would,
+    and run the example's own tests (it subclasses wren.testing.ComputeBackendConformance)."""
+    for example in EXAMPLES:
+        session.install(str(ROOT / "packages" / "wren-core"), f"{example}[test]")
+        session.run("pytest", str(example / "tests"), *(session.posargs or ["-q", "-rs"]))
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff over every package; wren-core's layers (import-linter contract in its pyproject);
     plugins use only wren's public names."""
     core = ROOT / "packages" / "wren-core"
     session.install("ruff", "import-linter>=2.1")
-    session.run("ruff", "check", *[str(ROOT / "packages" / p / "src") for p in EXISTING], str(ROOT / "bench"))
+    session.run("ruff", "check", *[str(ROOT / "packages" / p / "src") for p in EXISTING], str(ROOT / "bench"),
+                *[str(e / "src") for e in EXAMPLES])
     session.run("lint-imports", "--no-cache", str(core / "pyproject.toml"), env={"PYTHONPATH": str(core / "src")})
     plugin_srcs = [str(ROOT / "packages" / p / "src") for p in EXISTING if p != "wren-core"]
     plugin_srcs += [str(p) for p in sorted((ROOT / "examples").glob("*/src"))]
