@@ -61,8 +61,8 @@ executor's monitor finds it by listing the job's prefix. A backend may *also* pa
 records to ``channel.deliver`` as they arrive (faster); duplicates are harmless, the first
 record of a call wins. A backend that sets ``delivers_results = True`` promises to report every
 call itself (``deliver`` or ``failed``); the executor then does not poll storage and sends jobs
-with ``store_results=False`` (unless the user picked a push monitor, or the call is nested), so
-nothing but large results is written.
+with ``store_results=False`` (unless the user picked a push monitor, the executor is nested in a
+call, or a remote reducer reads the results), so usually only large results are written.
 
 Writing a compute backend
 -------------------------
