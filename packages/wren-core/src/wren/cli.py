@@ -220,8 +220,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
+        if r.get("error"):
+            continue
         conflict = "  CONFLICT: claimed twice" if r["conflict"] else ""
         print(f"{r['kind']:<8} {r['name']:<{width}}  {r['distribution']} {r['version']}{conflict}")
+    problems = [r for r in rows if r.get("error")]
+    if problems:
+        print(f"\n{len(problems)} plugin problem(s):")
+        for r in problems:
+            label = "FAILED to load" if r["kind"] == "failed" else "DUPLICATE entry point"
+            print(f"  {label}: {r['name']!r} from {r['distribution']} {r['version']}: {r['error']}")
     return 0
 
 

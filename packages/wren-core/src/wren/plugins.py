@@ -1,8 +1,10 @@
 """Finding plugins: one cached pluggy manager, built-ins registered through the same hooks.
 
 ``get_plugin_manager()`` adds the hook specs, registers the built-in plugins, loads every
-``wren`` entry point (one that fails to import only warns, naming its distribution), and checks
-that every hook implementation matches a spec. Set ``WREN_DISABLE_PLUGINS=1`` to load built-ins
+``wren`` entry point (one that fails to import only warns, naming its distribution, and is kept
+in :meth:`PluginRegistry.problems` for ``wren plugins`` and the "unknown backend" error; an
+entry-point name declared by two distributions is reported there too), and checks that every
+hook implementation matches a spec. Set ``WREN_DISABLE_PLUGINS=1`` to load built-ins
 only. :class:`PluginRegistry` answers "which class is backend X?" with helpful errors.
 """
 from __future__ import annotations
@@ -63,6 +65,8 @@ def create_plugin_manager(load_entry_points: bool | None = None) -> pluggy.Plugi
     for modname in BUILTIN_MODULES:
         pm.register(importlib.import_module(modname), name=modname)
     pm._wren_dists = {}  # type: ignore[attr-defined]  # plugin name -> (dist, version)
+    pm._wren_ep_owner = {}  # type: ignore[attr-defined]  # entry-point name -> (dist, version)
+    pm._wren_problems = []  # type: ignore[attr-defined]  # failed and duplicate entry points
     # entry points load on first need: a job on the built-ins never imports a cloud SDK
     pm._wren_pending_eps = load_entry_points  # type: ignore[attr-defined]
     pm._wren_ep_lock = threading.Lock()  # type: ignore[attr-defined]
@@ -77,17 +81,34 @@ def load_entry_points(pm: pluggy.PluginManager) -> bool:
     with pm._wren_ep_lock:  # type: ignore[attr-defined]
         if not pm._wren_pending_eps:  # type: ignore[attr-defined]
             return False
+        owners = pm._wren_ep_owner  # type: ignore[attr-defined]
+        problems = pm._wren_problems  # type: ignore[attr-defined]
         for ep in importlib_metadata.entry_points(group=hookspecs.PROJECT):
             dist, version = _dist_of(ep)
-            if pm.has_plugin(ep.name) or pm.get_plugin(ep.name) is not None:
+            first = owners.get(ep.name)
+            if first is not None or pm.has_plugin(ep.name) or pm.get_plugin(ep.name) is not None:
+                if first is not None and first[0] == dist:
+                    continue  # the same distribution seen twice on sys.path
+                by = f"{first[0]} {first[1]}".strip() if first else "a plugin registered already"
+                message = (
+                    f"the wren entry point {ep.name!r} is declared by {dist} {version} and by {by}; "
+                    f"only the first is used: uninstall one of them"
+                )
+                problems.append({"kind": "duplicate", "name": ep.name, "distribution": dist,
+                                 "version": version, "error": message})
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
                 continue
+            owners[ep.name] = (dist, version)
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the rest
+                error = f"{type(exc).__name__}: {exc}"
+                problems.append({"kind": "failed", "name": ep.name, "distribution": dist,
+                                 "version": version, "error": error})
                 warnings.warn(
                     f"wren plugin {ep.name!r} from {dist} {version} failed to load and is "
-                    f"skipped: {type(exc).__name__}: {exc}",
+                    f"skipped: {error}",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -222,15 +243,34 @@ class PluginRegistry:
                     f"{label} {name!r} is claimed by {who}; uninstall one of them"
                 )
             return claims[0].spec
+        failed = [p for p in self.problems() if p["kind"] == "failed"]
         dist = KNOWN_DISTRIBUTIONS.get(kind, {}).get(name)
         if dist:
+            broken = [p for p in failed if _same_dist(p["distribution"], dist)]
+            if broken:
+                p = broken[0]
+                raise PluginError(
+                    f"{label} {name!r} comes from {p['distribution']} {p['version']}, which is installed "
+                    f"but failed to load: {p['error']}; fix that (e.g. reinstall it), then retry"
+                )
             raise BackendNotInstalledError(
                 f"{label} {name!r} is not installed: pip install {dist}"
             )
         available = ", ".join(sorted(provided)) or "(none)"
         close = difflib.get_close_matches(name, list(provided) + list(KNOWN_DISTRIBUTIONS.get(kind, {})), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise PluginError(f"unknown {label} {name!r}; choose one of: {available}.{hint}")
+        note = ""
+        if failed:
+            listed = "; ".join(f"{p['name']!r} from {p['distribution']} {p['version']} ({p['error']})" for p in failed)
+            note = f" Plugins that failed to load (one may provide it): {listed}; see `wren plugins`."
+        raise PluginError(f"unknown {label} {name!r}; choose one of: {available}.{hint}{note}")
+
+    def problems(self) -> list[dict[str, str]]:
+        """Entry points that failed to load (``kind`` ``"failed"``) or whose name another
+        distribution declared first (``"duplicate"``): ``name``, ``distribution``,
+        ``version``, ``error`` (what happened and what to do)."""
+        self.load_all()
+        return list(getattr(self.pm, "_wren_problems", []))
 
     def section_names(self) -> set[str]:
         """Every config section name a plugin (installed or known) may own."""
@@ -250,7 +290,8 @@ class PluginRegistry:
         return None
 
     def describe(self) -> list[dict[str, str]]:
-        """Rows for ``wren plugins``."""
+        """Rows for ``wren plugins``: what each plugin provides, then one row per problem
+        (``kind`` ``"failed"`` or ``"duplicate"``, with ``error``)."""
         self.load_all()
         rows = []
         for kind in self.KINDS:
@@ -266,7 +307,19 @@ class PluginRegistry:
                             "conflict": "yes" if len(claims) > 1 else "",
                         }
                     )
+        for p in self.problems():
+            rows.append({"kind": p["kind"], "name": p["name"], "distribution": p["distribution"],
+                         "version": p["version"], "plugin": p["name"], "conflict": "",
+                         "error": p["error"]})
         return rows
+
+
+def _same_dist(a: str, b: str) -> bool:
+    """Distribution names compare without case and ``-``/``_``/``.`` differences."""
+    def norm(n: str) -> str:
+        return n.lower().replace("_", "-").replace(".", "-")
+
+    return norm(a) == norm(b.split("[", 1)[0])
 
 
 def check_sections(sections: dict[str, Any], registry: PluginRegistry) -> None:

@@ -1,30 +1,87 @@
 """The compute contract: what a compute backend plugin implements.
 
-A compute backend delivers calls to the one worker runtime that ships with wren-core
-(:func:`wren.worker.runtime.WorkerRuntime.run`, reached in containers through
-``python -m wren.worker``). It never re-implements job handling: fetching the function and
-data, running it, and writing the status and result all happen in that runtime.
+A compute backend only *delivers* calls. Every call, on every backend, runs in the one worker
+runtime that ships with wren-core; a backend never re-implements job handling (fetching and
+verifying the function and data, running it, writing the status and result). The full guide,
+with a worked example, is ``docs/plugins.md`` in the repository; this docstring and
+``help(ComputeBackend)`` / ``help(ResultChannel)`` hold the contract itself.
+
+How a call runs (pick one)
+--------------------------
+* **In a container or on another machine**: start ``python -m wren.worker [--port 8080]`` (the
+  image's entry point) and POST ``wren.worker.protocol.dumps({"job": job, "calls": [...]})`` to
+  it (``/run`` with the payload under ``"value"``, OpenWhisk style, or ``/``). It runs the calls
+  on a supervised warm pool, writes every call's status record to storage, and answers
+  ``{"job_key", "calls": [{"call_id", "ok"}...]}``; with ``"return_status": true`` in the payload
+  it answers ``{"job_key", "statuses": ...}`` (``protocol.decode`` gives the records to pass to
+  ``channel.deliver``).
+* **In your own worker process** (any Python with wren-core installed):
+  ``wren.worker.supervisor.run_calls(job, calls, return_status=False) -> list[dict]`` runs the
+  calls on the warm pool of that process, enforces timeouts, writes a status record for every
+  call even if its worker died, and returns one summary per call (``{"call_id", "ok"}``), or
+  with ``return_status=True`` the full status records.
+* **In local processes of the client's machine**: :class:`wren.worker.pool.WorkerPool` (see its
+  docstring) is the supervised warm pool the localhost backend uses; a backend built on it is a
+  few tens of lines (``examples/wren-backend-subprocess``).
+* The primitive underneath all three, for a worker you supervise yourself:
+  ``wren.worker.runtime.get_runtime().run(job, call, write_status=None) -> dict``. ``job`` and
+  ``call`` are :class:`wren.records.Job`/:class:`~wren.records.Call` or their wire dicts; it
+  returns the call's status record (``job_key``, ``call_id``, ``attempt``, ``success``,
+  ``result`` or ``result_key`` or the exception fields, ``logs``, ``stats``) and never raises
+  for the user's errors. ``write_status=None`` means "as the job says" (``job.store_results``).
+  It is thread-safe, but it does **not** enforce the timeout and cannot survive the call
+  killing its process: whoever calls it must do both (``run_calls`` and ``WorkerPool`` do).
+
+Never run calls in the client's own process or threads: a call's ``extra_env`` is applied to
+``os.environ`` (process-wide) while it runs, a call may call ``os._exit`` or be killed for its
+memory, and its imports and ``sys.path`` changes stay. The conformance suite checks that a call
+cannot change the client's environment.
+
+Who does what when a call goes wrong
+------------------------------------
+* **Timeout** (``job.timeout`` seconds per call): enforced where the call runs. ``WorkerPool``
+  and ``python -m wren.worker`` kill the worker and report :class:`wren.errors.CallTimeoutError`
+  (through ``channel.failed``, or as a status record in storage). A backend that runs calls
+  some other way must do the same. Last resort only: the client's watchdog fails a call that
+  sent nothing ``timeout + max(30 s, 10 %)`` after it started, also with ``CallTimeoutError``.
+* **Dead worker** (killed, out of memory, ``os._exit``): the supervisor that notices reports
+  :class:`wren.errors.WorkerDiedError` for that call only (``channel.failed``, or a status
+  record written by ``run_calls``/``python -m wren.worker``); the other calls go on.
+* **Not deliverable** (platform refuses, quota, network): raise
+  :class:`wren.errors.InvocationError` from :meth:`~ComputeBackend.invoke` (every call of that
+  batch fails with it) or call ``channel.failed`` per call. Retries (``retries=N``) are the
+  executor's business: never retry a call's *execution* yourself; retrying a transport error
+  before the call started is fine.
+
+Results: storage, the channel, or both
+--------------------------------------
+By default (``delivers_results = False``) each job has ``store_results=True``: the runtime
+writes a signed status record per call to storage (``WorkerRuntime.write_status``) and the
+executor's monitor finds it by listing the job's prefix. A backend may *also* pass the same
+records to ``channel.deliver`` as they arrive (faster); duplicates are harmless, the first
+record of a call wins. A backend that sets ``delivers_results = True`` promises to report every
+call itself (``deliver`` or ``failed``); the executor then does not poll storage and sends jobs
+with ``store_results=False`` (unless the user picked a push monitor, the executor is nested in a
+call, or a remote reducer reads the results), so usually only large results are written.
 
 Writing a compute backend
 -------------------------
 1. Subclass :class:`ComputeBackend`; set ``name`` and ``config_class`` (a dataclass whose fields
-   are the keys of the config section named after the backend).
-2. Implement :meth:`invoke`: start each call (an HTTP POST, a container exec...) so that the
-   worker runtime receives ``{"job": job, "calls": [call, ...]}`` (typed records from
-   :mod:`wren.records`; :func:`wren.worker.protocol.dumps` gives their JSON wire form).
-   Return as soon as the calls are on their way; raise :class:`wren.errors.InvocationError` (or report through
-   ``channel.failed``) for a call that cannot be delivered, with a message that says why.
-3. Results come back through storage: the runtime writes a status record per call under the
-   job's prefix, and the executor's monitor finds it by listing. A backend with a faster way
-   back passes status records to ``channel.deliver``: the localhost pool's pipes, or a
-   synchronous HTTP backend that adds ``"return_status": true`` to the payload and finds the
-   records in the entry point's answer (``protocol.decode(answer["statuses"])``).
-4. Do no network I/O in ``__init__``; connect in :meth:`start` or lazily.
-   A platform whose functions may call its own API can offer a remote invoker: send one
+   are the keys of the config section named after the backend; :func:`wren.config.secret_field`
+   for credentials). Checks across fields go in the dataclass's ``validate(self)``, which raises
+   :class:`wren.errors.ConfigError` with a message saying what to set: it runs when the section
+   is parsed, before anything is sent.
+2. Implement :meth:`~ComputeBackend.invoke` (thread-safe: the executor calls it from up to 64
+   threads at once, and again from other threads for retries). Return as soon as the calls are
+   on their way.
+3. Do no network I/O in ``__init__``; connect in :meth:`~ComputeBackend.start` or lazily.
+4. A platform whose functions may call its own API can offer a remote invoker: send one
    payload with ``"remote_invoker": {"backend": name, ...}`` and the calls, and implement
-   :meth:`invoke_from_platform`, which the entry point runs inside that activation.
-5. Offer the spec from a ``wren_compute_backends`` hook and run
-   ``wren.testing.ComputeBackendConformance`` against the backend.
+   :meth:`~ComputeBackend.invoke_from_platform`, which the entry point runs inside that
+   activation.
+5. Offer it from a ``wren_compute_backends`` hook (``wren.ComputeBackendSpec(name, cls,
+   config_cls)``), declare the hook module under the ``wren`` entry-point group, and run
+   ``wren.testing.ComputeBackendConformance`` against it.
 """
 from __future__ import annotations
 
@@ -38,28 +95,85 @@ from wren.records import Call, Job
 
 
 class ResultChannel(Protocol):
-    """How a backend reports on calls to the executor (thread-safe)."""
+    """How a backend reports on calls to the executor. The executor passes one to every
+    :meth:`ComputeBackend.invoke`; its methods are thread-safe, cheap, never raise for an
+    unknown or already settled call, and may be called from any thread (a reader thread of
+    yours, a pool's dispatcher). Report each call at most once as finished (``deliver`` or
+    ``failed``); a second report of a settled call is ignored.
+    """
 
     def deliver(self, status: dict[str, Any]) -> None:
-        """A call finished: ``status`` is the record the worker runtime produced."""
+        """A call finished (well or with the user's exception): ``status`` is the record the
+        worker runtime returned (``WorkerRuntime.run``, ``run_calls(..., return_status=True)``,
+        ``"statuses"`` of the entry point's answer). It is the same record the runtime writes
+        to storage when the job has ``store_results``: delivering it as well only makes the
+        result arrive sooner; the first record of a call wins. A failed status is subject to
+        the user's ``retries`` like any other."""
 
     def running(self, job_key: str, call_id: str) -> None:
-        """A call started running (optional; feeds progress bars)."""
+        """A call started running on a worker (optional; feeds progress bars and the
+        watchdog's clock)."""
 
     def failed(self, job_key: str, call_id: str, error: BaseException) -> None:
-        """A call cannot finish: it was not delivered, or its worker died or timed out."""
+        """A call cannot finish and no status record will come: it was not delivered
+        (:class:`wren.errors.InvocationError` or any exception), its worker died
+        (:class:`wren.errors.WorkerDiedError`) or it ran past ``job.timeout``
+        (:class:`wren.errors.CallTimeoutError`). The executor retries it when the user asked
+        for retries; otherwise the future raises ``error``."""
 
 
 class ComputeBackend(abc.ABC):
-    """A place where calls run. See the module docstring for the guide to writing one."""
+    """A place where calls run. See ``help(wren.compute.base)`` (the module) for how calls run,
+    who enforces timeouts and reports dead workers, and how results come back.
+
+    Class attributes a backend may set (all optional except ``name``):
+
+    ``name`` (str)
+        The word users write in ``backend=`` and the name of its config section. Must equal the
+        name in the :class:`wren.ComputeBackendSpec` that offers the class.
+    ``config_class`` (dataclass or None, default None)
+        Documentation of the section's dataclass. wren itself uses the ``config_class`` of the
+        **spec** (``ComputeBackendSpec(name, cls, config_class)``); keep the two the same. When
+        the spec's is ``None``, ``__init__`` gets ``config=None``.
+    ``manages_concurrency`` (bool, default False)
+        False: wren's invoker hands the backend at most ``max_workers`` calls of an executor at
+        a time (a slot frees when a call's result or failure arrives). True: ``invoke`` gets
+        every call at once and the backend queues them itself, keeping at most
+        ``wren_config.max_workers or default_max_workers`` running per executor (as
+        ``WorkerPool.submit``'s ``cap`` does).
+    ``delivers_results`` (bool, default False)
+        True: the backend reports every call through the channel (``deliver`` or ``failed``),
+        so the executor does not poll storage and workers skip writing status records (see
+        "Results" in the module docstring). Leave False if any call could go unreported.
+    ``runs_locally`` (bool, default False)
+        Workers run on the client's machine, so ``local_only`` storage (the built-in
+        ``localhost`` storage) is allowed; otherwise :meth:`check_storage` refuses it.
+    ``bound_to_client_process`` (bool, default False)
+        Calls die with the process that invoked them (local worker processes): an executor
+        created inside a call then waits for its own calls before that call returns.
+    ``price_per_gb_second`` (float or None, default None)
+        Price per GB-second of worker memory, for ``job_summary()``'s cost estimate.
+
+    Properties to override: :attr:`default_max_workers`, :attr:`max_payload_bytes`.
+    Set by wren after ``__init__``: ``storage`` (the executor's storage backend, or ``None``).
+    Instance attributes set by ``__init__``: ``config`` (the parsed section), ``wren_config``
+    (the ``wren`` section: ``max_workers``, ``runtime``, ``runtime_memory``...).
+
+    Lifecycle: ``__init__`` (no I/O) -> :meth:`start` (once, before the first invoke) ->
+    :meth:`invoke` (many times, from many threads) -> :meth:`close_owner` then :meth:`close`
+    when the executor closes. One instance serves one executor.
+    """
 
     #: The backend's name, as users write it in ``backend=`` and as its config section.
     name: ClassVar[str]
-    #: Dataclass of the config section; ``None`` when the backend has no settings.
+    #: Dataclass of the config section; ``None`` when the backend has no settings. wren uses the
+    #: spec's ``config_class`` (keep both the same).
     config_class: ClassVar[type | None] = None
     #: True when the backend queues calls itself and enforces ``max_workers`` per executor;
     #: otherwise wren's invoker hands it at most ``max_workers`` calls at a time.
     manages_concurrency: ClassVar[bool] = False
+    #: True when the backend reports every call through the channel (no storage polling).
+    delivers_results: ClassVar[bool] = False
     #: True when workers run on the client's machine, so local-only storage is usable.
     runs_locally: ClassVar[bool] = False
     #: True when calls die with the process that invoked them; an executor created inside a
@@ -90,8 +204,16 @@ class ComputeBackend(abc.ABC):
 
     @abc.abstractmethod
     def invoke(self, job: Job, calls: Sequence[Call], channel: ResultChannel) -> None:
-        """Start ``calls`` of ``job`` (the records are described in :mod:`wren.records`;
-        send them with :func:`wren.worker.protocol.dumps`)."""
+        """Start ``calls`` of ``job`` and return as soon as they are on their way.
+
+        ``job``/``calls`` are :class:`wren.records.Job`/:class:`wren.records.Call`; the worker
+        runtime must receive them unchanged (``wren.worker.protocol.dumps({"job": job, "calls":
+        calls})`` for a wire, or pass the objects to ``WorkerPool``/``run_calls``). Every call
+        must end in a status record (in storage or via ``channel.deliver``) or in
+        ``channel.failed``. Raise (preferably :class:`wren.errors.InvocationError`, with a
+        message that says why and what to do) when the batch cannot be delivered: each of its
+        calls then fails with that error. Thread-safe: called concurrently from several
+        threads, and for retries with ``call.attempt > 0``."""
 
     def invoke_from_platform(
         self, job: Job, calls: Sequence[Call], channel: ResultChannel, spec: dict[str, Any]
@@ -106,11 +228,18 @@ class ComputeBackend(abc.ABC):
     def cancel(self, job_key: str) -> None:
         """Drop calls of ``job_key`` that have not started (best effort)."""
 
+    def close_owner(self, owner: str) -> None:
+        """The executor ``owner`` (its ``executor_id``, ``job.executor_id``) closed: forget
+        its queued calls (e.g. ``WorkerPool.forget_owner``). Called just before :meth:`close`."""
+
     def close(self) -> None:
         """Release what :meth:`start` acquired. Called when the executor closes."""
 
     def check_storage(self, storage: Any) -> None:
-        """Refuse storage the workers cannot reach, with an error that says what to use."""
+        """Refuse storage the workers cannot reach, with an error that says what to use
+        (:class:`wren.errors.ConfigError`). Called when the executor is built, before anything
+        is stored or invoked. The default refuses ``local_only`` storage unless
+        ``runs_locally``."""
         from wren.errors import ConfigError
 
         if getattr(storage, "local_only", False) and not self.runs_locally:

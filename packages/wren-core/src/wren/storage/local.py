@@ -43,6 +43,7 @@ class LocalStorage(StorageBackend):
     schemes: ClassVar[tuple[str, ...]] = ("file",)
     config_class: ClassVar[type] = LocalhostConfig
     local_only: ClassVar[bool] = True
+    creates_bucket_on_put: ClassVar[bool] = True
 
     def __init__(self, config: LocalhostConfig | None = None):
         super().__init__(config or LocalhostConfig())

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import wren
+from wren.errors import WaitTimeoutError
 from wren.testing import funcs
 
 
@@ -54,13 +55,43 @@ class ComputeBackendConformance:
         assert fexec.get_result(futures[1:]) == [0, 2, 4, 6, 8]
 
     def test_timeout(self, fexec) -> None:
+        """A call past its ``timeout`` fails with the call-timeout error, not a wait timeout."""
         fut = fexec.call_async(funcs.sleep_for, 30, timeout=2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as info:
             fexec.get_result(fut, timeout=self.death_report_seconds)
+        assert not isinstance(info.value, WaitTimeoutError), (
+            f"the call was not stopped and reported within {self.death_report_seconds} s: "
+            "the backend must enforce job.timeout and report CallTimeoutError"
+        )
+        assert isinstance(info.value, wren.CallTimeoutError), f"got {type(info.value).__name__}: {info.value}"
+        assert fut.error
 
     def test_extra_env(self, fexec) -> None:
         fut = fexec.call_async(funcs.getenv, "WREN_CONFORMANCE_VAR", extra_env={"WREN_CONFORMANCE_VAR": "yes"})
         assert fexec.get_result(fut) == "yes"
+
+    def test_call_cannot_change_the_clients_environment(self, fexec) -> None:
+        """Calls run outside the client's process: neither ``extra_env`` nor what the call
+        does to ``os.environ`` reaches the client."""
+
+        def meddle(name: str) -> str:  # defined here: shipped by value, runs anywhere
+            import os as _os
+
+            _os.environ[name] = "set by a call"
+            _os.environ.pop("WREN_CONFORMANCE_KEEP", None)
+            return _os.environ.get("WREN_CONFORMANCE_EXTRA", "")
+
+        os.environ["WREN_CONFORMANCE_KEEP"] = "client"
+        try:
+            futures = [fexec.call_async(meddle, "WREN_CONFORMANCE_SET", extra_env={"WREN_CONFORMANCE_EXTRA": "x"})
+                       for _ in range(3)]
+            assert fexec.get_result(futures) == ["x", "x", "x"]
+            assert "WREN_CONFORMANCE_SET" not in os.environ
+            assert "WREN_CONFORMANCE_EXTRA" not in os.environ
+            assert os.environ.get("WREN_CONFORMANCE_KEEP") == "client"
+        finally:
+            os.environ.pop("WREN_CONFORMANCE_KEEP", None)
+            os.environ.pop("WREN_CONFORMANCE_SET", None)
 
     def test_reserved_id_and_storage(self, fexec) -> None:
         assert fexec.get_result(fexec.map(funcs.with_id, ["a", "b", "c"])) == [("a", 0), ("b", 1), ("c", 2)]

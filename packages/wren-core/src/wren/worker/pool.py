@@ -13,6 +13,41 @@ its worker killed and fails with :class:`CallTimeoutError`.
 Workers are fresh interpreters (``python -m wren.worker.poolworker``), not forks, so a
 user's script without an ``if __name__ == "__main__"`` guard is never re-run, and they run the
 same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
+
+Using it from a backend (the whole contract; ``examples/wren-backend-subprocess`` is a complete
+plugin built on it)::
+
+    from wren.worker.pool import Task, WorkerPool
+
+    class MyBackend(ComputeBackend):
+        manages_concurrency = True     # the pool caps each executor at ``cap``
+        delivers_results = True        # the pool reports every call through the channel
+        runs_locally = True
+        bound_to_client_process = True
+
+        def start(self):
+            self.pool = WorkerPool.shared(size=4, prefetch=1)
+
+        def invoke(self, job, calls, channel):
+            owner = job.executor_id
+            cap = self.wren_config.max_workers or self.pool.size
+            self.pool.submit(owner, cap, [Task(owner, job, c, channel) for c in calls])
+
+        def close_owner(self, owner):
+            self.pool.forget_owner(owner)
+
+What the pool does for every :class:`Task`: ``channel.running`` when the call starts on a
+worker; ``channel.deliver(status)`` with the runtime's status record when it ends (the
+user's exception included); ``channel.failed(job_key, call_id, CallTimeoutError)`` when it
+runs past ``job.timeout`` seconds (counted from its start on the worker; the worker is killed
+and replaced); ``channel.failed(..., WorkerDiedError)`` when its worker dies (the message
+names the signal or exit status; calls queued behind it go to other workers, a fresh worker
+replaces the dead one). Each task ends in exactly one ``deliver`` or ``failed``. Whether the
+status is also written to storage follows ``job.store_results``. Channel methods are called
+from the pool's dispatcher thread: keep them quick and never block there.
+
+The pool is thread-safe. Its workers inherit the environment of the process at the time they
+start (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
 """
 from __future__ import annotations
 
@@ -138,13 +173,25 @@ class _Owner:
 
 
 class WorkerPool:
-    """Warm worker processes shared by every executor of this process."""
+    """Warm worker processes shared by every executor of this process.
+
+    Get one with :meth:`shared` (one pool per ``size`` per process); give it calls with
+    :meth:`submit`; drop queued calls with :meth:`cancel`/:meth:`forget_owner`. See the module
+    docstring for what it reports through each task's channel.
+    """
 
     _pools: ClassVar[dict[int, WorkerPool]] = {}
     _pools_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def shared(cls, size: int, prefetch: int) -> WorkerPool:
+        """The process-wide pool of ``size`` worker processes, started on first use (later
+        calls with the same ``size`` return the same pool, whatever ``prefetch``).
+
+        ``prefetch``: calls queued at each worker at once (1: a worker gets its next call
+        when it finishes one; 2 or more hides the pipe round trip for short calls, but a
+        queued call waits behind a long one). The workers start in the background; see
+        :meth:`wait_started`."""
         with cls._pools_lock:
             pool = cls._pools.get(size)
             if pool is None or pool._closed:
@@ -168,9 +215,16 @@ class WorkerPool:
 
     # -- public -------------------------------------------------------------------------------
     def wait_started(self) -> None:
+        """Block until the worker processes have been started (not needed before
+        :meth:`submit`, which queues)."""
         self._started.wait()
 
     def submit(self, owner: str, cap: int, tasks: Sequence[Task]) -> None:
+        """Queue ``tasks`` (returns at once). ``owner`` groups calls under one concurrency
+        cap: at most ``cap`` calls of that owner run at once (use the executor id,
+        ``job.executor_id``, and ``wren_config.max_workers or pool.size``); owners with queued
+        calls take turns. A later ``submit`` for the same owner updates its cap. Each task's
+        ``channel`` hears of it (module docstring); the call's timeout is ``job.timeout``."""
         with self._lock:
             o = self._owners.get(owner)
             if o is None:
@@ -182,6 +236,8 @@ class WorkerPool:
         self._wake()
 
     def cancel(self, owner: str, job_key: str | None = None) -> list[Task]:
+        """Drop ``owner``'s queued calls (of ``job_key`` only, if given) that have not started;
+        returns them. Their channels hear nothing more; running calls go on."""
         with self._lock:
             o = self._owners.get(owner)
             if o is None:
@@ -191,6 +247,8 @@ class WorkerPool:
             return dropped
 
     def forget_owner(self, owner: str) -> None:
+        """The owner (an executor) closed: drop its queued calls and, once nothing of it is
+        running, its bookkeeping. Running calls finish and still report to their channels."""
         with self._lock:
             o = self._owners.get(owner)
             if o is not None:
@@ -199,6 +257,8 @@ class WorkerPool:
                     del self._owners[owner]
 
     def shutdown(self) -> None:
+        """Stop the dispatcher and the workers (asked to exit, killed after 2 s). Queued calls
+        are not reported. The next :meth:`shared` starts a new pool."""
         self._closed = True
         self._wake()
         self._thread.join(timeout=5)

@@ -1,0 +1,84 @@
+"""pytest plugin: a test session fails when processes it started are still running at its end.
+
+Loaded by every test session of the noxfile (``-p wren_testsupport.leaks``). After the last
+test (session fixtures, i.e. the servers of this folder, are stopped by then) it waits up to
+``WREN_LEAK_GRACE`` seconds (default 15) for the test process's descendants to exit, then fails
+the session and lists those still running. wren's own warm pool workers (``python -m
+wren.worker.poolworker``, direct children) are the exception: they exit when this process does,
+and the noxfile's ``summary`` session checks that they did (it looks for any process still
+carrying the run's ``WREN_TEST_RUN`` marker, which also catches daemons that left the tree).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) for every process (Linux /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[int(entry)] = (int(rest[1]), rest[0])
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendants of ``pid``."""
+    procs = _processes()
+    children: dict[int, list[int]] = {}
+    for p, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(p)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        if procs.get(p, (0, "Z"))[1] not in ("Z", "X"):
+            found.append(p)
+        todo.extend(children.get(p, []))
+    return sorted(found)
+
+
+def leftovers(pid: int | None = None) -> list[int]:
+    """Descendants of ``pid`` (default: this process) other than its own pool workers."""
+    me = os.getpid() if pid is None else pid
+    procs = _processes()
+    return [p for p in descendants(me)
+            if not (procs.get(p, (0, ""))[0] == me and "wren.worker.poolworker" in cmdline(p))]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not os.path.isdir("/proc"):
+        return
+    deadline = time.monotonic() + float(os.environ.get("WREN_LEAK_GRACE", "15"))
+    left = leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = leftovers()
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  pid {p}: {cmdline(p)[:200]}" for p in left]
+    text = "\n".join([f"{len(left)} process(es) started by this test session are still running:", *lines])
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "processes left running", red=True)
+        reporter.write_line(text)
+    else:  # pragma: no cover
+        print(text)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
