@@ -93,9 +93,9 @@ def container_limits(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/sel
                 continue
             for d in _candidates(base, own.get(controller, "/")):
                 if controller == "cpu":
-                    quota, period = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
-                    if quota and period and int(quota) > 0 and int(period) > 0:
-                        value = int(quota) / int(period)
+                    quota_us, period_us = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
+                    if quota_us and period_us and int(quota_us) > 0 and int(period_us) > 0:
+                        value = int(quota_us) / int(period_us)
                         cpus = value if cpus is None else min(cpus, value)
                 else:
                     text = _read(os.path.join(d, "memory.limit_in_bytes"))
