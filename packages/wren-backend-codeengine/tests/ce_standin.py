@@ -815,3 +815,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._serve("DELETE")
+
+
+def operator_delete_run(api: CodeEngineStandIn, name: str) -> bool:
+    """What ``ibmcloud ce jobrun delete <name>`` does (no token needed: the operator's own)."""
+    with api.cond:
+        key = next((k for k in api.runs if k[1] == name), None)
+        if key is None:
+            return False
+        api.runs[key]["_deleted"] = True
+        del api.runs[key]
+        kill = [inst for (p, r, _), inst in api.instances.items() if (p, r) == key]
+    for inst in kill:
+        inst.kill()
+    return True
