@@ -79,12 +79,11 @@ def test_map_of_2000_calls_over_array_indices_and_split_job_runs(executor_config
     standin.max_array_instances = 4
     try:
         cfg = _cfg(executor_config, {"max_workers": 10}, max_array_size=4)
-        before, creates = standin.total_requests(), _creates(standin)
+        before = standin.total_requests()
         with wren.function_executor(config=cfg) as ex:
             out = ex.get_result(ex.map(square_where, range(2000)))
             assert [r for r, _ in out] == [x * x for x in range(2000)]
             assert ex.compute.runs_created == 3
-        assert _creates(standin) - creates == 3
         # batch jobs: API requests do not grow with the calls
         assert standin.total_requests() - before < 120, standin.counts()
         # index i ran calls 200 i .. 200 i + 199, over all three runs
