@@ -508,13 +508,29 @@ class CodeEngineBackend(ComputeBackend):
                                               "reference": secret, "key": pl.SECRET_KEY}])
             try:
                 self._wait_run(run, time.monotonic() + self.config.deploy_timeout)
+            except InvocationError as exc:
+                why = self._stored_metadata(bucket, key, mkey).get("error")
+                if why:
+                    raise InvocationError(f"{exc}: {why}") from None
+                raise
             finally:
                 self.api.call(f"deleting job run {run}", "delete_job_run", pid, run, allow_404=True)
-            blob = self.storage.get_object(bucket, key)
-            self.storage.delete_object(bucket, key)
-            return pl.read_metadata(blob, mkey, key)
+            meta = self._stored_metadata(bucket, key, mkey)
+            if not meta or "error" in meta:
+                raise InvocationError(f"the metadata job run {run} of runtime {runtime!r} wrote no metadata: "
+                                      f"{meta.get('error') if meta else 'nothing stored'}")
+            return meta
         finally:
             self.api.call(f"deleting secret {secret}", "delete_secret", pid, secret, allow_404=True)
+
+    def _stored_metadata(self, bucket: str, key: str, mkey: bytes) -> dict[str, Any]:
+        assert self.storage is not None
+        try:
+            blob = self.storage.get_object(bucket, key)
+        except Exception:  # noqa: BLE001 - nothing was written
+            return {}
+        self.storage.delete_object(bucket, key)
+        return pl.read_metadata(blob, mkey, key)
 
     def runtime_metadata(self, runtime: str | None = None, memory: int | None = None) -> dict[str, Any]:
         runtime = self.runtime(runtime)

@@ -61,14 +61,24 @@ def run_index(index: int) -> int:
 
 
 def write_metadata() -> None:
+    """Write the runtime's metadata (or why it could not be read) to storage, signed."""
     from wren import runtimes
 
     secrets = _secrets()
-    out = subprocess.run(runtimes.metadata_command(), capture_output=True, check=True)
-    meta = runtimes.parse_metadata_output(out.stdout)
     key = secrets["metadata_key"]
-    blob = pl.sign_metadata(bytes.fromhex(secrets["metadata_secret"]), key, meta)
-    _storage(secrets["storage"]).put_object(secrets["bucket"], key, blob)
+    storage = _storage(secrets["storage"])
+    cmd = runtimes.metadata_command()
+    if cmd and cmd[0].startswith("python"):
+        cmd[0] = sys.executable  # this runtime's interpreter
+    try:
+        out = subprocess.run(cmd, capture_output=True, check=True)
+        meta = runtimes.parse_metadata_output(out.stdout)
+    except Exception as exc:  # noqa: BLE001 - the client shows it
+        err = getattr(exc, "stderr", b"") or b""
+        meta = {"error": f"{type(exc).__name__}: {exc} {err.decode(errors='replace')[-1000:]}".strip()}
+    storage.put_object(secrets["bucket"], key, pl.sign_metadata(bytes.fromhex(secrets["metadata_secret"]), key, meta))
+    if "error" in meta:
+        raise RuntimeError(meta["error"])
 
 
 def main(argv: list[str] | None = None) -> int:
