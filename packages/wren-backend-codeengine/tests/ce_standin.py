@@ -321,6 +321,7 @@ class CodeEngineStandIn:
         self.storm_rate = 0.0
         self.storm_statuses = (429, 500, 502, 503)
         self.requests: collections.Counter = collections.Counter()
+        self.created_runs: list[str] = []
         self.faults = 0
         self.server: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
@@ -609,6 +610,7 @@ class CodeEngineStandIn:
                 run["_created"] = time.monotonic()
                 run["_deleted"] = False
                 self.runs[(pid, rname)] = run
+                self.created_runs.append(rname)
                 for i in indices:
                     self.queue.append(((pid, rname), i))
                 self.cond.notify_all()
