@@ -8,9 +8,10 @@ definition, run secret, runtime metadata), it times ``--rounds`` maps of ``--cal
 from ``map()`` to the last result, and counts the API requests each made: batch job runs must
 not cost a request per call.
 
-Baseline, measured in the same run: the same maps on the localhost backend with the same S3
-storage (wren's own overhead: storage round trips, monitoring), and the floor of API time, the
-requests made times the added latency.
+Baselines, measured in the same run: the same maps on the localhost backend with the same S3
+storage (wren's own overhead without a platform); the bare stand-in, a job run of the same
+instances whose command only imports the entry point, created and polled the same way (the
+platform's floor); and the floor of API time, the requests made times the added latency.
 
     PYTHONPATH=testsupport python bench/bench_codeengine.py [--calls 1000] [--rounds 3] [--instances 8]
 """
@@ -52,6 +53,27 @@ def timed_maps(ex, calls: int, rounds: int, standin=None) -> tuple[list[float], 
     return times, requests
 
 
+def bare_runs(api_client, image: str, instances: int, rounds: int, poll: float) -> list[float]:
+    """The platform's own floor: a job run of the same instances whose command only imports
+    the entry point (the interpreter, wren, the SDK-free entry module), created and polled to
+    completion the way the backend does."""
+    pid = api_client.project_id
+    api_client.call("job", "create_job", pid, image_reference=image, name="bench-bare",
+                    run_commands=["python3", "-c", "import wren, wren_backend_codeengine.entry"],
+                    scale_cpu_limit="0.5", scale_memory_limit="2G", scale_retry_limit=0)
+    times = []
+    for r in range(rounds):
+        t = time.perf_counter()
+        name = f"bench-bare-{r}"
+        api_client.call("run", "create_job_run", pid, job_name="bench-bare", name=name,
+                        scale_array_spec=f"0-{instances - 1}")
+        while api_client.call("get", "get_job_run", pid, name)["status"] not in ("completed", "failed"):
+            time.sleep(poll)
+        times.append(time.perf_counter() - t)
+        api_client.call("delete", "delete_job_run", pid, name)
+    return times
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
@@ -59,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--instances", type=int, default=8, help="array instances per map (wren.max_workers)")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds added to every API request")
     ap.add_argument("--poll-interval", type=float, default=1.0, help="code_engine.poll_interval")
+    ap.add_argument("--processes", type=int, default=2, help="code_engine.worker_processes (calls an instance runs at once)")
     ap.add_argument("--runner", choices=("process", "docker"), default="process")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -105,7 +128,7 @@ def main(argv=None) -> int:
             ce_cfg["wren"].update(backend="code_engine", max_workers=args.instances)
             ce_cfg["code_engine"] = {"endpoint": api.url, "iam_endpoint": iam.url, "project_name": "bench",
                                      "api_key": key, "runtime": image, "poll_interval": args.poll_interval,
-                                     "worker_processes": 2}
+                                     "worker_processes": args.processes}
             with wren.function_executor(config=ce_cfg) as ex:
                 t = time.perf_counter()
                 before = api.total_requests()
@@ -114,6 +137,7 @@ def main(argv=None) -> int:
                 warm_requests = api.total_requests() - before
                 api.latency = args.latency
                 ce_times, ce_requests = timed_maps(ex, args.calls, args.rounds, api)
+                bare_times = bare_runs(ex.compute.api, image, args.instances, args.rounds, args.poll_interval)
                 api.latency = 0.0
                 by_route = api.counts()
     finally:
@@ -130,6 +154,8 @@ def main(argv=None) -> int:
         "localhost_baseline_seconds": [round(t, 3) for t in local_times],
         "code_engine_median_s": round(statistics.median(ce_times), 3),
         "localhost_median_s": round(statistics.median(local_times), 3),
+        "bare_standin_job_run_seconds": [round(t, 3) for t in bare_times],
+        "bare_standin_median_s": round(statistics.median(bare_times), 3),
         "api_time_floor_s": round(statistics.median(ce_requests) * args.latency, 3),
         "warm_up_map_of_50_s": round(warm, 2), "warm_up_api_requests": warm_requests,
         "api_requests_by_route_whole_run": by_route,
@@ -145,6 +171,9 @@ def main(argv=None) -> int:
         print(f"  API requests per map: {ce_requests} (floor of API time: {result['api_time_floor_s']} s)")
         print(f"  baseline, localhost backend with the same S3 storage: {', '.join(f'{t:.2f} s' for t in local_times)} "
               f"(median {result['localhost_median_s']} s); code_engine adds {result['overhead_vs_localhost_s']} s")
+        print(f"  baseline, bare stand-in: a job run of the same {args.instances} instances that only import the entry "
+              f"point, polled the same way: {', '.join(f'{t:.2f} s' for t in bare_times)} "
+              f"(median {result['bare_standin_median_s']} s)")
         print(f"  warm-up map of 50 (job definition, run secret, metadata job run): {result['warm_up_map_of_50_s']} s, "
               f"{warm_requests} API requests")
     return 0
