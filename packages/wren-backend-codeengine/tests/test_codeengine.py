@@ -258,3 +258,46 @@ def test_clean_removes_runs_secrets_and_with_all_the_jobs(executor_config, stand
     assert not [k for k in standin.jobs if k[0] == pid]
     assert not [k for k in standin.secrets if k[0] == pid and k[1].startswith("wren-run-")]
     json.dumps(removed)
+
+
+# -- registry credentials and names ----------------------------------------------------------------
+
+def test_registry_credentials_become_a_registry_secret_never_shown(executor_config, standin):
+    password = "pw-" + uuid.uuid4().hex
+    cfg = _cfg(executor_config, registry="127.0.0.1:5999/team", registry_username="iamapikey",
+               registry_password=password, runtime="wren-runtime-private:1")
+    section = parse_section(CodeEngineConfig, "code_engine", cfg["code_engine"])
+    assert password not in repr(section)
+    from wren.config import WrenConfig
+    from wren_backend_codeengine import CodeEngineBackend, job_name
+
+    backend = CodeEngineBackend(section, WrenConfig())
+    try:
+        name = backend.ensure_job("wren-runtime-private:1", 0.5, 2048)
+    finally:
+        backend.close()
+    pid = standin.project_id
+    job = standin.jobs[(pid, name)]
+    assert name == job_name("wren-runtime-private:1", 0.5, 2048)
+    assert job["image_reference"] == "127.0.0.1:5999/team/wren-runtime-private:1"
+    assert job["image_secret"] == "wren-registry"
+    secret = standin.secrets[(pid, "wren-registry")]
+    assert secret["format"] == "registry"
+    assert secret["data"] == {"server": "127.0.0.1:5999", "username": "iamapikey", "password": password}
+    assert password not in json.dumps(job)
+    with pytest.raises(ConfigError, match="not both"):
+        parse_section(CodeEngineConfig, "code_engine", dict(cfg["code_engine"], registry_secret="mine"))
+
+
+def test_names_and_plans():
+    from wren.config import WrenConfig
+    from wren_backend_codeengine import CodeEngineBackend, job_name, parse_indices
+
+    assert parse_indices("0-3,5,7-8") == {0, 1, 2, 3, 5, 7, 8} and parse_indices("") == set()
+    name = job_name("icr.io/Team/My_Runtime:" + "x" * 80, 0.125, 256)
+    assert len(name) <= 63 and name.endswith("-0p125c-256m") and name == name.lower()
+    assert job_name("a:1", 1, 4096) != job_name("a:2", 1, 4096)
+    b = CodeEngineBackend(CodeEngineConfig(max_workers=1000), WrenConfig())
+    assert b.plan(2000) == (2, 1000) and b.plan(10) == (1, 10) and b.plan(1) == (1, 1)
+    b = CodeEngineBackend(CodeEngineConfig(calls_per_instance=3), WrenConfig())
+    assert b.plan(10) == (3, 4)
