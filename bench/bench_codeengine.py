@@ -11,7 +11,9 @@ not cost a request per call.
 Baselines, measured in the same run: the same maps on the localhost backend with the same S3
 storage (wren's own overhead without a platform); the bare stand-in, a job run of the same
 instances whose command only imports the entry point, created and polled the same way (the
-platform's floor); and the floor of API time, the requests made times the added latency.
+platform's floor); the time of as many status-sized PUTs to the same S3 server as there are
+calls (every call writes its status record); and the floor of API time, the requests made times
+the added latency.
 
     PYTHONPATH=testsupport python bench/bench_codeengine.py [--calls 1000] [--rounds 3] [--instances 8]
 """
@@ -74,6 +76,20 @@ def bare_runs(api_client, image: str, instances: int, rounds: int, poll: float) 
     return times
 
 
+def put_floor(storage, bucket: str, n: int, threads: int) -> float:
+    """Seconds for ``n`` status-sized PUTs to the S3 server from ``threads`` threads: what the
+    workers' status records cost at least (every call writes one)."""
+    import concurrent.futures
+
+    body = b"x" * 600
+    t = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: storage.put_object(bucket, f"bench-put-floor/{i}", body), range(n)))
+    took = time.perf_counter() - t
+    storage.delete_prefix(bucket, "bench-put-floor/")
+    return took
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
@@ -123,6 +139,7 @@ def main(argv=None) -> int:
             with wren.function_executor(config=local_cfg) as ex:
                 ex.get_result(ex.map(noop, range(50)), show_progressbar=False)
                 local_times, _ = timed_maps(ex, args.calls, args.rounds)
+                puts = put_floor(ex.storage_backend, ex.bucket, args.calls, args.instances * args.processes)
 
             ce_cfg = json.loads(json.dumps(base))
             ce_cfg["wren"].update(backend="code_engine", max_workers=args.instances)
@@ -156,6 +173,7 @@ def main(argv=None) -> int:
         "localhost_median_s": round(statistics.median(local_times), 3),
         "bare_standin_job_run_seconds": [round(t, 3) for t in bare_times],
         "bare_standin_median_s": round(statistics.median(bare_times), 3),
+        "s3_puts_of_all_statuses_s": round(puts, 3),
         "api_time_floor_s": round(statistics.median(ce_requests) * args.latency, 3),
         "warm_up_map_of_50_s": round(warm, 2), "warm_up_api_requests": warm_requests,
         "api_requests_by_route_whole_run": by_route,
@@ -174,6 +192,8 @@ def main(argv=None) -> int:
         print(f"  baseline, bare stand-in: a job run of the same {args.instances} instances that only import the entry "
               f"point, polled the same way: {', '.join(f'{t:.2f} s' for t in bare_times)} "
               f"(median {result['bare_standin_median_s']} s)")
+        print(f"  baseline, storage: {args.calls} status-sized PUTs to the same S3 server from "
+              f"{args.instances * args.processes} threads: {puts:.2f} s")
         print(f"  warm-up map of 50 (job definition, run secret, metadata job run): {result['warm_up_map_of_50_s']} s, "
               f"{warm_requests} API requests")
     return 0
