@@ -216,7 +216,7 @@ def test_no_secret_reaches_the_bucket(executor_config, cos_section, ids):
         st = ex.storage_backend
         keys = st.list_keys(ex.bucket, ex.prefix + "/")
         assert any(k.endswith(".payload") for k in keys)
-        secrets = [ids["api_key"], cos_section["secret_access_key"], ex._secret.hex()]
+        secrets = [ids["api_key"], cos_section["secret_access_key"], ex._identity.secret.hex()]
         for key in keys:
             body = st.get_object(ex.bucket, key)
             for s in secrets:

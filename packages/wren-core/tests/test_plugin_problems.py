@@ -91,10 +91,28 @@ def test_wren_plugins_shows_problems(site):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-m", "wren.cli", "plugins"], capture_output=True, text=True, env=env,
                        timeout=120)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # problems fail a CI check of the installed plugins
     assert "FAILED to load: 'acme' from wren-backend-acme 1.0" in r.stdout and "acme_sdk_that_is_missing" in r.stdout
     assert "DUPLICATE entry point: 'twin'" in r.stdout
     r = subprocess.run([sys.executable, "-m", "wren.cli", "plugins", "--json"], capture_output=True, text=True,
                        env=env, timeout=120)
     rows = json.loads(r.stdout)
     assert {("failed", "acme"), ("duplicate", "twin")} <= {(row["kind"], row["name"]) for row in rows if row.get("error")}
+
+
+def test_a_plugin_whose_hook_raises_is_reported():
+    import wren
+
+    fresh_pm = plugins.create_plugin_manager(load_entry_points=False)
+    class Lazy:
+        @wren.hookimpl
+        def wren_compute_backends(self):
+            import acme_lazy_sdk_that_is_missing  # noqa: F401 - the SDK imported inside the hook
+
+    fresh_pm.register(Lazy(), name="acmelazy")
+    registry = plugins.PluginRegistry(fresh_pm)
+    with pytest.warns(RuntimeWarning, match="acme_lazy_sdk_that_is_missing"):
+        with pytest.raises(PluginError) as info:
+            registry.get("compute", "acmelazy")
+    assert "'acmelazy'" in str(info.value) and "acme_lazy_sdk_that_is_missing" in str(info.value)
+    assert any(p["name"] == "acmelazy" and "wren_compute_backends raised" in p["error"] for p in registry.problems())

@@ -110,15 +110,24 @@ def cmd_clean(args: argparse.Namespace) -> int:
     st = build_storage(cfg)
     bucket = st.default_bucket
     removed = 0
+    kept: list[str] = []
     if st.bucket_exists(bucket):
-        removed += st.delete_prefix(bucket, JOBS_PREFIX + "/")
+        from wren.client.lease import is_live
+
+        executors = sorted({k[len(JOBS_PREFIX) + 1:].split("/", 1)[0] for k in st.list_keys(bucket, JOBS_PREFIX + "/")})
+        for executor_id in executors:
+            prefix = f"{JOBS_PREFIX}/{executor_id}"
+            if not args.force and is_live(st, bucket, prefix):
+                kept.append(executor_id)  # its client is alive: its jobs may still be running
+                continue
+            removed += st.delete_prefix(bucket, prefix + "/")
         if args.all:
             removed += st.delete_prefix(bucket, "wren.cloudobjects/")
             removed += st.delete_prefix(bucket, STORAGE_PREFIX)  # cached runtime metadata
     from wren.client import journal
 
     for rec in journal.list_records():  # nothing is left to reattach to
-        if rec.get("storage") == st.name and rec.get("bucket") == bucket:
+        if rec.get("storage") == st.name and rec.get("bucket") == bucket and rec["executor_id"] not in kept:
             journal.remove(rec["executor_id"])
     if args.all:
         cache = os.path.join(tempfile.gettempdir(), f"wren-modules-{os.getuid()}")
@@ -129,10 +138,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if args.json:
-        print(json.dumps({"storage": st.name, "bucket": bucket, "removed_objects": removed,
+        print(json.dumps({"storage": st.name, "bucket": bucket, "removed_objects": removed, "kept_live_executors": kept,
                           "backend": backend.name, "removed_resources": resources}))
     else:
         print(f"removed {removed} object(s) from {st.name} bucket {bucket!r}")
+        if kept:
+            print(f"kept the data of {len(kept)} executor(s) still running ({', '.join(kept)}); "
+                  "--force removes it too")
         for line in resources:
             print(f"removed {line}")
     return 0
@@ -217,7 +229,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = get_registry().describe()
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if any(r.get("error") for r in rows) else 0
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
         if r.get("error"):
@@ -230,6 +242,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for r in problems:
             label = "FAILED to load" if r["kind"] == "failed" else "DUPLICATE entry point"
             print(f"  {label}: {r['name']!r} from {r['distribution']} {r['version']}: {r['error']}")
+        return 1  # a CI check of the installed plugins fails
     return 0
 
 
@@ -316,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--backend", help="compute backend (default: from config)")
     p.add_argument("-s", "--storage", help="storage backend (default: from config)")
     p.add_argument("--all", action="store_true", help="also cloud objects and local caches")
+    p.add_argument("--force", action="store_true",
+                   help="also the data of executors whose clients are still alive (they hold a lease)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_clean)
 

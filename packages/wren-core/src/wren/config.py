@@ -231,10 +231,12 @@ def parse_section(cls: type[T], section: str, data: Mapping[str, Any] | None) ->
         if name in data:
             try:
                 kwargs[name] = _coerce(data[name], hints[name], f"{section}.{name}")
-            except ConfigError:
+            except ConfigError as exc:
+                env = f"WREN_{section.upper()}__{name.upper()}"
+                fix = f" (set in the config file, the config dict or the environment variable {env})"
                 if f.metadata.get("secret") or is_secret_key(name):  # never echo a credential
-                    raise ConfigError(f"{section}.{name} has the wrong type; check its value") from None
-                raise
+                    raise ConfigError(f"{section}.{name} has the wrong type; check its value{fix}") from None
+                raise ConfigError(f"{exc}{fix}") from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             env = f"WREN_{section.upper()}__{name.upper()}"
             raise ConfigError(

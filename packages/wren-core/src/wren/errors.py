@@ -73,6 +73,10 @@ class CallTimeoutError(ComputeError, TimeoutError):
     """A call ran longer than its timeout."""
 
 
+class ExecutorClosedError(WrenError):
+    """The executor was closed while the call was pending: its result will not be read."""
+
+
 class WaitTimeoutError(WrenError, TimeoutError):
     """``get_result``/``wait`` gave up waiting before the calls finished."""
 

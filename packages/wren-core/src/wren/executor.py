@@ -9,7 +9,6 @@ monitor), then delegates: :mod:`~wren.client.submission` checks and packs each c
 from __future__ import annotations
 
 import atexit
-import os
 import logging
 import threading
 import time
@@ -27,8 +26,8 @@ from wren.client.reporting import JobLog
 from wren.client.submission import Identity, Submitter, worker_sections
 from wren.client.waiting import ALL_COMPLETED, ALWAYS, ANY_COMPLETED
 from wren.config import Config, load_config, parse_section
-from wren.errors import InvalidInputError, StorageNoSuchBucketError
-from wren.future import ResponseFuture
+from wren.errors import ExecutorClosedError, InvalidInputError
+from wren.future import ResponseFuture, user_facing
 from wren.plugins import KNOWN_DISTRIBUTIONS, check_sections, get_registry
 from wren.storage.client import build_storage
 from wren.worker import context as worker_context
@@ -111,7 +110,7 @@ class FunctionExecutor:
         self._attached: list[tuple[str, str]] = []
         self._job_log = JobLog(self._jobs)
 
-        self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed)
+        self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed, self.storage_backend)
         self._calls = CallTracker(self._attempts.failed, self._finished)
         self.futures = self._calls.futures
         self.monitor = monitor_spec.monitor_class(
@@ -169,6 +168,9 @@ class FunctionExecutor:
         except OSError as exc:  # pragma: no cover - a full disk must not break closing
             logger.warning("could not save the calls' logs: %s", exc)
         self._dispatch.close(self.executor_id)
+        self._calls.fail_pending(ExecutorClosedError(
+            f"executor {self.executor_id} was closed before this call finished; its result is not read"))
+        self._submitter.lease.release()
         if clean if clean is not None else self._clean_on_exit:
             try:
                 self.clean()
@@ -204,7 +206,10 @@ class FunctionExecutor:
         self._jobs[job.job_key] = {"job_id": job.job_id, "kind": kind, "calls": len(calls), "func": job.func_name,
                                    "submitted": time.time(), "timeout": job.timeout, "prefix": job.prefix}
         if not self._dispatch.direct and not self._nested:
-            self._write_journal()
+            from wren.client import journal
+
+            journal.write_executor(self.executor_id, self.prefix, self.bucket, self.storage_backend.name, self.backend,
+                                   self._identity.secret, self._jobs)
         self._dispatch.send(job, calls, futures)
         logger.info("job %s: %d call(s) of %s submitted", job.job_key, len(calls), job.func_name)
         return futures
@@ -232,6 +237,7 @@ class FunctionExecutor:
         is accepted; every call is its own invocation (see docs/migrating.md)."""
         chunking = compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize,
                                           peer_options)
+        extra_args = peer_options.get("extra_params", extra_args)  # early PyWren 1.x's name
         futures, _ = self._map(map_function, map_iterdata, extra_args, chunking, kind="map",
                                extra_env=extra_env, runtime_memory=runtime_memory, timeout=timeout,
                                include_modules=include_modules, exclude_modules=exclude_modules)
@@ -280,6 +286,8 @@ class FunctionExecutor:
     def _select(self, fs: Any) -> list[ResponseFuture]:
         if fs is None:
             return list(self.futures)
+        if not isinstance(fs, (ResponseFuture, list, tuple, set, frozenset)) and not hasattr(fs, "__iter__"):
+            raise InvalidInputError(f"fs must be a future or a list of futures, got {type(fs).__name__} {fs!r}")
         items: list[Any] = [fs] if isinstance(fs, ResponseFuture) else list(fs)
         bad = [f for f in items if not isinstance(f, ResponseFuture)]
         if bad:
@@ -319,6 +327,7 @@ class FunctionExecutor:
         results = self.get_result(fs, throw_except=throw_except, timeout=timeout, show_progressbar=False)
         return results[0] if single else results
 
+    @user_facing
     def wait(self, fs: Any = None, return_when: str | int = ALL_COMPLETED, throw_except: bool = True,
              timeout: float | None = None, show_progressbar: bool = True,
              download_results: bool = False, **peer_options: Any) -> tuple[list[ResponseFuture], list[ResponseFuture]]:
@@ -349,6 +358,7 @@ class FunctionExecutor:
         self._attempts.expire_overdue(fs, self._calls.failed)
         self._attempts.speculate(fs)
 
+    @user_facing
     def get_result(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None,
                    show_progressbar: bool = True, **peer_options: Any) -> Any:
         """Wait for calls and return their results in order.
@@ -379,16 +389,6 @@ class FunctionExecutor:
         return await run_off_loop(self.get_result, fs, throw_except, timeout, False)
 
     # -- reattaching, cleaning, reporting -------------------------------------------------------
-    def _write_journal(self) -> None:
-        from wren.client import journal
-
-        journal.write({
-            "executor_id": self.executor_id, "prefix": self.prefix, "bucket": self.bucket,
-            "storage": self.storage_backend.name, "backend": self.backend, "secret": self._identity.secret.hex(),
-            "pid": os.getpid(), "created": time.time(),
-            "jobs": {m["job_id"]: {"calls": m["calls"], "kind": m["kind"]} for m in self._jobs.values()},
-        })
-
     def attach(self, executor_id: str) -> list[ResponseFuture]:
         """Reattach to the jobs of an executor whose client is gone (crashed, killed) and
         return their futures, to wait for and read as usual (``get_result(futures)``).
@@ -420,11 +420,7 @@ class FunctionExecutor:
             prefixes = [self.prefix + "/"] + [p + "/" for _, p in self._attached]
         else:
             prefixes = sorted({f.job_prefix + "/" for f in self._select(fs)})
-        for prefix in prefixes:
-            try:
-                removed += self.storage_backend.delete_prefix(self.bucket, prefix)
-            except StorageNoSuchBucketError:
-                break  # nothing was ever stored
+        removed += compat.delete_prefixes(self.storage_backend, self.bucket, prefixes, not clean_cloudobjects)
         if fs is None:
             from wren.client import journal
 

@@ -7,6 +7,7 @@ the client (or it failed). Results are decoded lazily, on the client, when first
 from __future__ import annotations
 
 import logging
+import functools
 import pickle
 import threading
 import time
@@ -61,6 +62,40 @@ def rebuild_exception(status: dict[str, Any]) -> BaseException:
             exc.remote_traceback = tb  # type: ignore[attr-defined]
         except Exception:
             pass
+    return exc
+
+
+def _is_wren_frame(frame: Any) -> bool:
+    name = str(frame.f_globals.get("__name__", ""))
+    return name == "wren" or name.startswith("wren.")
+
+
+def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For the methods users call to get results: a call's failure is raised with the
+    client-side wren frames taken off its traceback (what is left: the user's own frames and
+    the call's remote ones); pytest and IPython hide the one frame that re-raises it."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - read by pytest and IPython
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            if not getattr(exc, "_wren_outcome", False):
+                raise  # wren's own error (a bug, bad input): every frame stays
+            tb = exc.__traceback__
+            while tb is not None and _is_wren_frame(tb.tb_frame):
+                tb = tb.tb_next
+            raise exc.with_traceback(tb)  # noqa: B904 - the same exception, fewer frames
+
+    return call
+
+
+def _mark_outcome(exc: BaseException) -> BaseException:
+    try:
+        exc._wren_outcome = True  # type: ignore[attr-defined]
+    except Exception:  # an exception type without attributes: its frames stay
+        pass
     return exc
 
 
@@ -187,8 +222,13 @@ class ResponseFuture:
             if self._state in (SUCCESS, ERROR):
                 return False
             self._status = status
-            self.stats.update(status.get("stats") or {})
-            self.stats["host_status_done_tstamp"] = time.time()
+            stats = self.stats
+            stats.update(status.get("stats") or {})
+            stats["host_status_done_tstamp"] = time.time()
+            for name, start, end in (("worker_exec_time", "worker_start_tstamp", "worker_end_tstamp"),
+                                     ("worker_func_exec_time", "worker_func_start_tstamp", "worker_func_end_tstamp")):
+                if start in stats and end in stats:  # the durations Lithops reports
+                    stats[name] = stats[end] - stats[start]
             self._state = SUCCESS if status.get("success") else ERROR
             return True
 
@@ -258,6 +298,7 @@ class ResponseFuture:
         self._decode()
         return self._exception
 
+    @user_facing
     def result(self, throw_except: bool = True, timeout: float | None = None) -> Any:
         """Wait for the call and return its value (or re-raise its exception).
 
@@ -274,7 +315,7 @@ class ResponseFuture:
         if self._state == ERROR:
             if throw_except:
                 assert self._exception is not None
-                raise self._exception
+                raise _mark_outcome(self._exception)
             return None
         if self._status and self._status.get("futures") and self._executor is not None:
             return self._executor.resolve_nested(self._result, throw_except, timeout)

@@ -60,7 +60,18 @@ def normalize_iterdata(iterdata: Any) -> list[Any]:
         raise InvalidInputError(
             f"iterdata must be a list, tuple, range or set of items, got {type(iterdata).__name__}"
         )
-    return list(iterdata)
+    items = list(iterdata)
+    try:
+        claimed = len(iterdata)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - no length, or a broken one: the items are what count
+        claimed = len(items)
+    if claimed != len(items):
+        raise InvalidInputError(
+            f"iterdata says it has {claimed} items (len) but iterating it gave {len(items)}; pass "
+            "list(...) of exactly the items to map (a pandas DataFrame iterates over its column "
+            "names: use df.itertuples(), df.to_dict('records') or a list of rows)"
+        )
+    return items
 
 
 def split_item(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -150,6 +161,26 @@ class Binder:
             arguments[var_kw] = {**leftover, **extra}
         bound = inspect.BoundArguments(self.sig, arguments)  # type: ignore[arg-type]
         return bound.args, bound.kwargs
+
+    def place_reserved(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Positional arguments skip the reserved parameters, wherever they stand: with
+        ``def f(id, x)`` the item ``5`` is ``x`` (the worker fills ``id``), as in the peers.
+        Returns the call with those arguments passed by name."""
+        if self.sig is None or not args or not any(self.reserved.values()):
+            return args, kwargs
+        params = list(self.sig.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        first_reserved = next((i for i, p in enumerate(positional) if self.reserved.get(p.name)), None)
+        if first_reserved is None or first_reserved >= len(args):
+            return args, kwargs  # reserved parameters come after every positional argument
+        free = [p for p in positional if not self.reserved.get(p.name)]
+        if any(p.kind is p.POSITIONAL_ONLY for p in free[: len(args)]):
+            return args, kwargs  # cannot be passed by name: the binding check will say why
+        named = {p.name: a for p, a in zip(free, args, strict=False)}
+        dup = set(named) & set(kwargs)
+        if dup or len(args) > len(free):
+            return args, kwargs  # let the binding check report it
+        return (), {**named, **kwargs}
 
     def check(self, args: tuple, kwargs: dict, where: str) -> None:
         taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]

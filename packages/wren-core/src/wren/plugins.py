@@ -91,8 +91,8 @@ def load_entry_points(pm: pluggy.PluginManager) -> bool:
                     continue  # the same distribution seen twice on sys.path
                 by = f"{first[0]} {first[1]}".strip() if first else "a plugin registered already"
                 message = (
-                    f"the wren entry point {ep.name!r} is declared by {dist} {version} and by {by}; "
-                    f"only the first is used: uninstall one of them"
+                    f"the wren entry point {ep.name!r} is declared by {by} (used) and by {dist} {version} "
+                    f"(ignored): uninstall one of them"
                 )
                 problems.append({"kind": "duplicate", "name": ep.name, "distribution": dist,
                                  "version": version, "error": message})
@@ -210,12 +210,13 @@ class PluginRegistry:
             name, dist, version = self._origin(impl.plugin)
             try:
                 specs = impl.function() or []
-            except Exception as exc:
-                warnings.warn(
-                    f"wren plugin {name!r} ({dist}) failed in {self.KINDS[kind]}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            except Exception as exc:  # shown by `wren plugins` and in "unknown backend" errors
+                error = f"its hook {self.KINDS[kind]} raised {type(exc).__name__}: {exc}"
+                problems = self.pm.__dict__.setdefault("_wren_problems", [])
+                if not any(p["name"] == name and p["error"] == error for p in problems):
+                    problems.append({"kind": "failed", "name": name, "distribution": dist,
+                                     "version": version, "error": error})
+                warnings.warn(f"wren plugin {name!r} ({dist}): {error}", RuntimeWarning, stacklevel=2)
                 continue
             for spec in specs:
                 out.setdefault(spec.name, []).append(Provided(spec, name, dist, version))
@@ -263,6 +264,9 @@ class PluginRegistry:
         if failed:
             listed = "; ".join(f"{p['name']!r} from {p['distribution']} {p['version']} ({p['error']})" for p in failed)
             note = f" Plugins that failed to load (one may provide it): {listed}; see `wren plugins`."
+        if not getattr(self.pm, "_wren_pending_eps", True) and not getattr(self.pm, "_wren_dists", {}) and \
+                os.environ.get("WREN_DISABLE_PLUGINS", "").lower() in ("1", "true", "yes"):
+            note += " (WREN_DISABLE_PLUGINS is set: only the built-ins are loaded)"
         raise PluginError(f"unknown {label} {name!r}; choose one of: {available}.{hint}{note}")
 
     def problems(self) -> list[dict[str, str]]:

@@ -10,13 +10,17 @@ without anyone noticing), so that waiting never hangs.
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import threading
 import time
 from typing import Any
 from collections.abc import Callable
 
+from wren import serialize
 from wren.config import WrenConfig
+from wren.keys import status_key
+from wren.worker.runtime import exception_payload
 from wren.errors import CallTimeoutError, InvalidInputError
 from wren.future import ResponseFuture
 from wren.records import Call, Job
@@ -54,8 +58,9 @@ class Attempts:
     another attempt; ``is_closed()`` says the executor closed (no more attempts)."""
 
     def __init__(self, config: WrenConfig, launch: Callable[[ResponseFuture, Job, Call, int], None],
-                 is_closed: Callable[[], bool]):
+                 is_closed: Callable[[], bool], storage: Any = None):
         self.config = config
+        self.storage = storage  # where a lost call's status is written (see forget)
         self._launch = launch
         self._is_closed = is_closed
         # (job_key, call_id) -> (job, call) of calls not finished yet, for retries and copies
@@ -68,8 +73,28 @@ class Attempts:
                 self._records[f.key] = (job, call)
 
     def forget(self, future: ResponseFuture) -> None:
+        """The call is settled. A call lost on the client's side (its worker died, it timed
+        out, it could not be delivered) has no status in storage: write one there when the job
+        keeps statuses, so that whoever reads them (a reducer waiting on its worker, a
+        reattached client) learns of the failure at once instead of waiting out a timeout."""
         with self._lock:
-            self._records.pop(future.key, None)
+            record = self._records.pop(future.key, None)
+        lost = future.error and "stats" not in (future._status or {})
+        if record is None or not lost or not record[0].store_results or self.storage is None or self._is_closed():
+            return
+        job, call = record
+        error = future._exception or RuntimeError((future._status or {}).get("exc_message", "the call was lost"))
+        now = time.time()
+        status = {"job_key": job.job_key, "call_id": call.call_id, "attempt": future.attempts - 1,
+                  "success": False, "futures": False, "error_kind": future.error_kind or "system", "logs": "",
+                  "stats": {"worker_start_tstamp": now, "worker_end_tstamp": now, "lost_on_client": True},
+                  **exception_payload(error)}
+        key = status_key(job.prefix, call.call_id, future.attempts - 1)
+        try:
+            body = serialize.sign(bytes.fromhex(job.secret), pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL), key)
+            self.storage.put_object(job.bucket, key, body)
+        except Exception as exc:  # best effort: the reader's own deadline still ends its wait
+            logger.warning("could not record the failure of call %s of %s in storage: %s", call.call_id, job.job_key, exc)
 
     def retryable(self, kind: str, exc_type: Any) -> bool:
         if kind in RETRYABLE_KINDS:

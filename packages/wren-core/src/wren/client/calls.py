@@ -86,6 +86,11 @@ class CallTracker:
         if f._set_exception(error, kind):
             self.finished(f)
 
+    def fail_pending(self, error: BaseException) -> None:
+        """Settle every call not finished yet with ``error`` (the executor closed)."""
+        for f in [f for f in self.futures if not f.ready]:
+            self.failed(f.job_key, f.call_id, error)
+
     # -- what monitors report -------------------------------------------------------------------
     def on_status(self, future: ResponseFuture, status: dict[str, Any]) -> None:
         if future.ready:

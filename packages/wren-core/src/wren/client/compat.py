@@ -61,7 +61,8 @@ def object_chunking(
     call is its own invocation already scheduled on warm workers, so it changes nothing but the
     number of invocations a cloud platform would bill. ``peer_options``: PyWren 1.x's
     ``invoke_pool_threads``/``remote_invocation``, accepted (the backend's settings decide)."""
-    unknown = sorted(set(peer_options or {}) - {"invoke_pool_threads", "remote_invocation", "remote_invocation_groups"})
+    unknown = sorted(set(peer_options or {}) - {"invoke_pool_threads", "remote_invocation", "remote_invocation_groups",
+                                                 "extra_params"})
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
     if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
@@ -90,6 +91,26 @@ def check_peer_wait_options(options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - PEER_WAIT_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+
+
+def delete_prefixes(storage_backend: Any, bucket: str, prefixes: list[str], keep_cloudobjects: bool) -> int:
+    """Delete everything under ``prefixes``; with ``keep_cloudobjects`` the cloud objects that
+    calls made (``<executor prefix>/cloudobjects/``) stay."""
+    from wren.errors import StorageNoSuchBucketError
+    from wren.storage.client import CLOUDOBJECTS
+
+    removed = 0
+    for prefix in prefixes:
+        try:
+            if not keep_cloudobjects:
+                removed += storage_backend.delete_prefix(bucket, prefix)
+                continue
+            doomed = [k for k in storage_backend.list_keys(bucket, prefix) if f"/{CLOUDOBJECTS}/" not in k[len(prefix) - 1:]]
+            storage_backend.delete_objects(bucket, doomed)
+            removed += len(doomed)
+        except StorageNoSuchBucketError:
+            break  # nothing was ever stored
+    return removed
 
 
 def delete_cloudobjects(storage_backend: Any, cs: Any) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ def write(record: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
     os.replace(tmp, _path(record["executor_id"]))
+
+
+def write_executor(executor_id: str, prefix: str, bucket: str, storage: str, backend: str, secret: bytes,
+                   jobs: dict[str, dict[str, Any]]) -> None:
+    """Record what a new client needs to reattach to this executor's jobs."""
+    write({
+        "executor_id": executor_id, "prefix": prefix, "bucket": bucket, "storage": storage, "backend": backend,
+        "secret": secret.hex(), "pid": os.getpid(), "created": time.time(),
+        "jobs": {m["job_id"]: {"calls": m["calls"], "kind": m["kind"]} for m in jobs.values()},
+    })
 
 
 def read(executor_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from wren import keys, serialize
 from wren.client import chaining
 from wren.config import Config
 from wren.errors import InvalidInputError
+from wren.client.lease import Lease
 from wren.future import ResponseFuture
 from wren.records import Call, Job
 
@@ -84,15 +86,21 @@ def worker_sections(cfg: Config, registry: Any, known: Mapping[str, Mapping[str,
     return sections
 
 
+#: The longest timeout a call may ask for: 30 days (no platform runs a call longer).
+MAX_TIMEOUT = 30 * 24 * 3600.0
+
+
 def check_timeout(timeout: Any, default: float) -> float:
     """A call's timeout in seconds: ``None`` is the configured default."""
     if timeout is None:
-        return float(default)
+        timeout = default
     if (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout) or timeout <= 0
+        or not math.isfinite(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT
     ):
-        raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise InvalidInputError(
+            f"timeout must be a positive number of seconds up to {MAX_TIMEOUT:.0f} (30 days), got {timeout!r}"
+        )
     return float(timeout)
 
 
@@ -104,9 +112,16 @@ def check_options(runtime_memory: Any, extra_env: Any) -> None:
     if extra_env is not None:
         if not isinstance(extra_env, Mapping):
             raise InvalidInputError(f"extra_env must be a dict of variable names to values, got {type(extra_env).__name__}")
-        bad = [k for k in extra_env if not isinstance(k, str) or not k or "=" in k]
+        bad = [k for k in extra_env if not isinstance(k, str) or not k or "=" in k or "\0" in k]
         if bad:
             raise InvalidInputError(f"extra_env has an invalid variable name {bad[0]!r}")
+        values = [k for k, v in extra_env.items() if not isinstance(v, (str, int, float)) or isinstance(v, bool)
+                  or "\0" in str(v)]
+        if values:
+            raise InvalidInputError(
+                f"extra_env[{values[0]!r}] is {extra_env[values[0]]!r}: values must be strings (or numbers); "
+                "leave the variable out instead of passing None"
+            )
 
 
 class Submitter:
@@ -130,6 +145,8 @@ class Submitter:
         self.store_results = store_results  # workers must write statuses (no direct channel)
         self._job_counter = itertools.count()
         self._uploaded: set[str] = set()
+        #: held from the first object stored until the executor closes (``wren clean`` spares it)
+        self.lease = Lease(storage_backend, self.bucket, identity.prefix)
         self._lock = threading.Lock()
         self._runtime_meta: dict[str, Any] | None = None
 
@@ -204,7 +221,8 @@ class Submitter:
         timeout = check_timeout(timeout, wcfg.runtime_timeout)
         check_options(runtime_memory, extra_env)
         binder = binder or jobmod.Binder(func)
-        arguments = [binder.bind_var(args, kwargs, f"call {i}") for i, (args, kwargs) in enumerate(arguments)]
+        arguments = [binder.place_reserved(*binder.bind_var(args, kwargs, f"call {i}"))
+                     for i, (args, kwargs) in enumerate(arguments)]
         for i, (args, kwargs) in enumerate(arguments):
             binder.check(args, kwargs, f"call {i}")
         ident = self.identity
@@ -224,6 +242,8 @@ class Submitter:
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
+        if not ident.nested:  # a nested executor's data lives under its root's prefix
+            self.lease.hold()
         with self._lock:
             if func_key not in self._uploaded:
                 self.storage_backend.put_object(self.bucket, func_key, serialize.sign(ident.secret, package, func_key))
@@ -259,6 +279,7 @@ class Submitter:
         )
         calls = []
         futures = []
+        created = time.time()
         for i, call_id in enumerate(call_ids):
             call = Call(call_id, data=inline[i], data_range=ranges[i], obj=objs[i] if objs else None)
             calls.append(call)
@@ -268,6 +289,7 @@ class Submitter:
             data, span = inline[i], ranges[i]
             f.stats["func_data_size_bytes"] = len(data) if data is not None else (span[1] - span[0] + 1 if span else 0)
             f.stats["timeout"] = timeout
+            f.stats["host_job_create_tstamp"] = created
             f.stats["func_pickle_size_bytes"] = len(package)
             f._inflight = 1
             futures.append(f)

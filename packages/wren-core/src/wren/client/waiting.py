@@ -142,8 +142,9 @@ def normalize_return_when(return_when: Any) -> str | int:
 
 def check_wait_args(return_when: Any, timeout: Any) -> None:
     normalize_return_when(return_when)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-        raise InvalidInputError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout < 0):
+        raise InvalidInputError(f"timeout must be a number of seconds >= 0 (or None: no limit), got {timeout!r}")
 
 
 def wait_for(

@@ -13,6 +13,10 @@ from wren.config import Config, load_config, parse_section
 from wren.errors import InvalidInputError
 from wren.storage.base import StorageBackend
 from wren.storage.ranges import parse_range_header
+from wren.worker import context as worker_context
+
+#: Where the cloud objects calls make live, under their executor's prefix.
+CLOUDOBJECTS = "cloudobjects"
 
 
 def build_storage(config: Config, name: str | None = None) -> StorageBackend:
@@ -70,6 +74,13 @@ class Storage:
     def put_object(self, bucket: str, key: str, body: bytes | str | IO[bytes]) -> None:
         if isinstance(body, str):
             body = body.encode()
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        elif not isinstance(body, bytes) and not callable(getattr(body, "read", None)):
+            raise InvalidInputError(
+                f"put_object's body must be bytes, str or a binary file object, got {type(body).__name__}; "
+                "pickle other values first (or use put_cloudobject with bytes)"
+            )
         self._backend.put_object(bucket, key, body)
 
     def get_object(
@@ -134,7 +145,11 @@ class Storage:
         self, body: bytes | str | IO[bytes], bucket: str | None = None, key: str | None = None
     ) -> CloudObject:
         bucket = bucket or self.bucket
-        key = key or f"wren.cloudobjects/{uuid.uuid4().hex}"
+        if key is None:
+            ctx = worker_context.current()
+            # made by a call: it belongs to the call's executor, whose clean() removes it
+            key = (f"{ctx['executor_prefix']}/{CLOUDOBJECTS}/{uuid.uuid4().hex}" if ctx and ctx.get("executor_prefix")
+                   else f"wren.cloudobjects/{uuid.uuid4().hex}")
         self.put_object(bucket, key, body)
         return CloudObject(self.backend, bucket, key)
 
