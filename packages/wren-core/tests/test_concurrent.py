@@ -165,3 +165,25 @@ def test_await_failed_future_raises_its_exception(fexec):
 
     with pytest.raises(KeyError):
         asyncio.run(main())
+
+
+def _slow_identity(x, seconds):
+    import time as _time
+
+    _time.sleep(seconds)
+    return x
+
+
+def test_an_executing_call_is_running_and_cannot_be_cancelled():
+    """concurrent.futures: running() is True while the call executes, and cancel() then
+    returns False (found by a notebook user's tests)."""
+    import time as _time
+
+    with wren.concurrent.Executor(max_workers=1) as ex:
+        f = ex.submit(_slow_identity, 1, 3.0)
+        deadline = _time.monotonic() + 10
+        while not f.running() and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        assert f.running()
+        assert f.cancel() is False
+        assert f.result(timeout=30) == 1

@@ -92,6 +92,12 @@ class Executor(cf.Executor):
             with self._lock:
                 self._bridged = [(wf, fut) for wf, fut in self._bridged if not fut.done()]
                 pending = [wf for wf, _ in self._bridged if not wf.ready]
+                for wf, fut in self._bridged:  # a call executing: running() is True, cancel() refused
+                    if wf.running and not fut.running() and not fut.done():
+                        try:
+                            fut.set_running_or_notify_cancel()
+                        except RuntimeError:  # it finished meanwhile
+                            pass
                 if self._shutdown and not pending:
                     return
             if not pending:
@@ -99,7 +105,7 @@ class Executor(cf.Executor):
                 self._wake.clear()
                 continue
             try:
-                self._fexec.wait(pending, return_when=ANY_COMPLETED, throw_except=False, timeout=1.0,
+                self._fexec.wait(pending, return_when=ANY_COMPLETED, throw_except=False, timeout=0.25,
                                  show_progressbar=False)
             except Exception as exc:  # noqa: BLE001 - e.g. the executor closed under it
                 logger.debug("watchdog: %s", exc)
