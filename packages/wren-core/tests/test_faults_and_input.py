@@ -179,3 +179,30 @@ def add(x, y):
 def test_pywren_extra_params_spelling():
     with wren.function_executor() as ex:
         assert ex.get_result(ex.map(add, [1, 2], extra_params=(10,))) == [11, 12]
+
+
+SCRIPT = '''
+import traceback, wren
+API_TOKEN = "tok-NOT-FOR-THE-BUCKET"  # kept in the script, not used by the function
+def lookup(d):
+    return d["k"]
+fe = wren.function_executor(clean_on_exit=False)
+try:
+    fe.get_result(fe.call_async(lookup, ({},)))
+except KeyError:
+    traceback.print_exc()
+st = fe.storage_backend
+print("STORED", any(b"tok-NOT-FOR-THE-BUCKET" in st.get_object(fe.bucket, k) for k in st.list_keys(fe.bucket, fe.prefix + "/")))
+fe.close(clean=True)
+'''
+
+
+def test_only_the_functions_own_source_lines_travel(tmp_path):
+    """Source lines go with the function for readable tracebacks, but the rest of the script
+    (and what a user keeps there) stays on the client (found by a plugin author's review)."""
+    script = tmp_path / "user_script.py"
+    script.write_text(SCRIPT)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, WREN_PROGRESSBAR="0"))
+    assert "STORED False" in r.stdout, r.stdout + r.stderr
+    assert 'return d["k"]' in r.stderr and "KeyError" in r.stderr

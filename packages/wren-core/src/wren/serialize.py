@@ -482,10 +482,26 @@ def function_sources(func: Any, limit: int = 256 * 1024) -> dict[str, Any]:
     for f in dynamic_functions(func):
         name = f.__code__.co_filename
         code_files[code_id(f.__code__)] = name
-        if name in files:
-            continue
         lines = linecache.getlines(name)
-        if lines and size + sum(map(len, lines)) <= limit:
-            files[name] = lines
-            size += sum(map(len, lines))
+        first, last = _line_span(f.__code__)
+        if not lines or size + sum(map(len, lines[first - 1:last])) > limit:
+            continue
+        # only the function's own lines travel (the rest of the script, and whatever a user
+        # keeps there, stays here); blank lines keep the numbering
+        kept = files.setdefault(name, ["\n"] * len(lines))
+        for i in range(first - 1, min(last, len(lines))):
+            if kept[i] != lines[i]:
+                kept[i] = lines[i]
+                size += len(lines[i])
     return {"files": files, "code_files": code_files}
+
+
+def _line_span(code: types.CodeType) -> tuple[int, int]:
+    """First and last source line of a code object and the code nested in it."""
+    first = last = code.co_firstlineno
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        last = max([last] + [line for _, _, line in c.co_lines() if line is not None])
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return first, last
