@@ -156,3 +156,40 @@ def test_an_executor_cannot_be_pickled():
     with wren.function_executor() as ex:
         with pytest.raises(TypeError, match="cannot be pickled"):
             pickle.dumps(ex)
+
+
+def two_mib(x):
+    return b"A" * (2 << 20)
+
+
+def test_an_oversized_object_in_place_of_a_result_is_refused_without_reading_it_whole(tmp_path):
+    """An attacker's 1 GiB object must not be read into the client's memory (outsider's test)."""
+    import resource
+
+    with wren.function_executor() as ex:
+        fs = ex.map(two_mib, [1, 2])
+        ex.wait(fs)
+        st = ex.storage_backend
+        path = st._path(ex.bucket, fs[0]._status["result_key"])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open(path, "r+b") as f:
+            f.truncate(1 << 30)  # sparse: costs no disk
+        results = ex.get_result(fs, throw_except=False)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert results[0] is None and results[1] == b"A" * (2 << 20)
+        assert "larger than its call recorded" in str(fs[0].exception())
+        assert grown_mb < 200, f"the client's peak memory grew by {grown_mb:.0f} MB"
+
+
+def test_a_named_pipe_in_place_of_a_result_does_not_hang(tmp_path):
+    import os
+
+    with wren.function_executor() as ex:
+        fs = ex.map(two_mib, [1, 2])
+        ex.wait(fs)
+        path = ex.storage_backend._path(ex.bucket, fs[0]._status["result_key"])
+        os.remove(path)
+        os.mkfifo(path)
+        results = ex.get_result(fs, throw_except=False, timeout=30)
+        assert results[0] is None and "not a regular file" in str(fs[0].exception())
+        assert results[1] == b"A" * (2 << 20)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from collections.abc import Callable, Generator
 
 from wren import serialize
-from wren.errors import RemoteError, RemoteTraceback, SerializationError, WaitTimeoutError
+from wren.errors import RemoteError, RemoteTraceback, SerializationError, StorageError, WaitTimeoutError
 
 NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
 
@@ -257,13 +257,13 @@ class ResponseFuture:
             data = status.get("result")
             try:
                 if data is None and status.get("result_key"):
-                    storage = self._storage()
-                    blob = storage.get_object(self.bucket, status["result_key"])
-                    data = serialize.verify(self._secret_bytes(), blob, "a stored result", status["result_key"])
+                    key, size = status["result_key"], (status.get("stats") or {}).get("func_result_size")
+                    blob = serialize.read_signed(self._storage(), self.bucket, key, "a stored result", size)
+                    data = serialize.verify(self._secret_bytes(), blob, "a stored result", key)
                 if data is None:
                     raise SerializationError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
                 value = serialize.loads(data, f"the result of call {self.call_id}")
-            except SerializationError as refused:  # refused or unreadable: this call fails, not the others
+            except (SerializationError, StorageError) as refused:  # refused or unreadable: this call fails, not the others
                 with self._lock:
                     self._exception = refused
                     self._state = ERROR

@@ -64,6 +64,32 @@ def derive_secret(root_id: str, root_secret: bytes, executor_id: str) -> bytes |
     return secret
 
 
+#: The largest status record a client or reducer reads (inline results, logs and tracebacks
+#: are far smaller): a planted huge object is refused without being read whole.
+MAX_STATUS_BYTES = 64 * 1024 * 1024
+
+
+def signed_size(payload_len: int) -> int:
+    """Length of the signed envelope of a payload of ``payload_len`` bytes."""
+    return len(MAGIC) + _TAG + payload_len
+
+
+def read_signed(storage: Any, bucket: str, key: str, what: str, size: int | None = None,
+                limit: int = MAX_STATUS_BYTES) -> bytes:
+    """Read a signed object without trusting its length: exactly ``size`` payload bytes when
+    the (verified) record that names it says how many, else at most ``limit``. One byte more is
+    asked for, so a longer object is refused, not read whole."""
+    want = signed_size(size) if isinstance(size, int) and size >= 0 else limit
+    blob = storage.get_object(bucket, key, (0, want))
+    if len(blob) > want or (isinstance(size, int) and len(blob) != want):
+        raise SerializationError(
+            f"refusing {what} at {key}: it is {'larger' if len(blob) > want else 'smaller'} than "
+            f"{'its call recorded' if isinstance(size, int) else f'the {limit} bytes such objects may have'}, "
+            "so it was replaced in storage"
+        )
+    return blob
+
+
 def verify(secret: bytes, blob: bytes, what: str, place: str) -> memoryview:
     """Return the payload of a signed envelope (a view: no copy), or raise if the signature
     does not match this key and this place."""

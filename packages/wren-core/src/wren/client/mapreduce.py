@@ -83,7 +83,8 @@ def run(
         reducer = reduce_function
     else:
         if spawn != ALWAYS:
-            ex.wait(map_futures, return_when=spawn if spawn != ALL_COMPLETED else 100, show_progressbar=False)
+            ex.wait(map_futures, return_when=spawn if spawn != ALL_COMPLETED else 100, throw_except=False,
+                    show_progressbar=False)  # a failed map call fails the reducer, not map_reduce()
         refs = [[(f.job_prefix, f.call_id) for f in (map_futures[i] for i in g)] for g in groups]
         arguments = [((r, *reduce_args[1:]), reduce_kwargs) for r in refs]
         reducer = RemoteReducer(reduce_function, map_futures[0].bucket,

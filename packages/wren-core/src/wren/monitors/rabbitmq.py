@@ -344,7 +344,7 @@ class RabbitMQMonitor(Monitor):
 
     def _fetch(self, f: ResponseFuture, key: str) -> None:
         try:
-            blob = self.storage.get_object(f.bucket, key)
+            blob = serialize.read_signed(self.storage, f.bucket, key, "a status record")
             record = pickle.loads(serialize.verify(f._secret_bytes(), blob, "a status record", key))
             check_record(f, record)
         except Exception as exc:

@@ -71,7 +71,7 @@ class StorageMonitor(Monitor):
 
     def _fetch(self, future: ResponseFuture, key: str) -> None:
         try:
-            blob = self.storage.get_object(future.bucket, key)
+            blob = serialize.read_signed(self.storage, future.bucket, key, "a status record")
             record = pickle.loads(serialize.verify(future._secret_bytes(), blob, "a status record", key))
             check_record(future, record)
         except Exception as exc:  # a bad record must not stall the rest

@@ -5,6 +5,7 @@ import functools
 import io
 import os
 import shutil
+import stat
 import tempfile
 from typing import IO, ClassVar
 from collections.abc import Iterable, Iterator
@@ -116,10 +117,19 @@ class LocalStorage(StorageBackend):
     def _open(self, bucket: str, key: str) -> IO[bytes]:
         path = self._path(bucket, key)
         try:
-            return open(path, "rb")
+            # non-blocking and no symlinks followed: a named pipe or device planted in the
+            # storage folder must not hang or redirect a reader
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._require_bucket(bucket)
             raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}") from None
+        except OSError as exc:  # a symlink (ELOOP) or no permission
+            raise StorageError(f"object {key!r} in bucket {bucket!r} cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageError(f"object {key!r} in bucket {bucket!r} is not a regular file; refusing to read it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     def get_object(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
         with self._open(bucket, key) as f:

@@ -36,7 +36,8 @@ def collect_results(storage: Any, bucket: str, refs: list[tuple[str, str]], time
     delay = 0.02
 
     def read(key: str) -> dict[str, Any]:
-        return pickle.loads(serialize.verify(secret, storage.get_object(bucket, key), "a map status record", key))
+        blob = serialize.read_signed(storage, bucket, key, "a map status record")
+        return pickle.loads(serialize.verify(secret, blob, "a map status record", key))
 
     while True:
         for prefix, cids in wanted.items():
@@ -65,7 +66,9 @@ def collect_results(storage: Any, bucket: str, refs: list[tuple[str, str]], time
         status = found[ref]
         data = status.get("result")
         if data is None:
-            data = serialize.verify(secret, storage.get_object(bucket, status["result_key"]), "a map result",
+            blob = serialize.read_signed(storage, bucket, status["result_key"], "a map result",
+                                         (status.get("stats") or {}).get("func_result_size"))
+            data = serialize.verify(secret, blob, "a map result",
                                     status["result_key"])
         return serialize.loads(data, f"the result of map call {ref[1]}")
 
