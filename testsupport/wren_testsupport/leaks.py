@@ -4,7 +4,7 @@ Loaded by every test session of the noxfile (``-p wren_testsupport.leaks``). Aft
 test (session fixtures, i.e. the servers of this folder, are stopped by then) it waits up to
 ``WREN_LEAK_GRACE`` seconds (default 15) for the test process's descendants to exit, then fails
 the session and lists those still running. wren's own warm pool workers (``python -m
-wren.worker.poolworker``, direct children) are the exception: they exit when this process does,
+wren.worker.poolworker``, and the pool workers those start) are the exception: they exit when this process does,
 and the noxfile's ``summary`` session checks that they did (it looks for any process still
 carrying the run's ``WREN_TEST_RUN`` marker, which also catches daemons that left the tree).
 """
@@ -55,11 +55,20 @@ def descendants(pid: int) -> list[int]:
 
 
 def leftovers(pid: int | None = None) -> list[int]:
-    """Descendants of ``pid`` (default: this process) other than its own pool workers."""
+    """Descendants of ``pid`` (default: this process) other than its own pool workers and the
+    pool workers they started (a call that made an executor of its own): each dies with its
+    parent (parent-death signal), so all of them end with this process."""
     me = os.getpid() if pid is None else pid
     procs = _processes()
-    return [p for p in descendants(me)
-            if not (procs.get(p, (0, ""))[0] == me and "wren.worker.poolworker" in cmdline(p))]
+
+    def pool_worker_tree(p: int) -> bool:
+        while p != me:
+            if "wren.worker.poolworker" not in cmdline(p):
+                return False
+            p = procs.get(p, (me, ""))[0]
+        return True
+
+    return [p for p in descendants(me) if not pool_worker_tree(p)]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
