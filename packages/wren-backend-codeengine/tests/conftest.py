@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))  # ce_standin.py
 from ce_standin import CodeEngineStandIn, IAMStandIn, ProcessRunner  # noqa: E402
 from wren_testsupport import images  # noqa: E402
 from wren_testsupport.isolation import isolated_environment  # noqa: E402
-from wren_testsupport.private_s3 import PrivateS3Server  # noqa: E402
+from wren_testsupport.s3server import S3Server  # noqa: E402
 
 PROJECT = "wren-test"
 API_KEY = "ce-" + uuid.uuid4().hex
@@ -48,9 +48,8 @@ def _isolated_wren(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    # weed with a private /tmp: other sessions on this machine stopping their S3 servers cannot
-    # remove its unix sockets (see wren_testsupport.private_s3)
-    with PrivateS3Server() as server:
+    # every S3Server has ports and sockets of its own: concurrent sessions do not clash
+    with S3Server() as server:
         yield server
 
 
