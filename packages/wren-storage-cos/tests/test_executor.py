@@ -78,3 +78,16 @@ def test_cos_objects_from_a_local_storage_executor(cos_section, corpus, monkeypa
         key = f"cos://{cos_section['storage_bucket']}/{corpus}a.txt"
         total = ex.get_result(ex.map_reduce(count_words, [key], merge_counts, chunk_size=10_000))
     assert total == collections.Counter(TEXTS["a.txt"].split())
+
+
+def obj_text(obj):
+    return obj.data_stream.read().decode()
+
+
+@pytest.mark.parametrize("scheme", ["cos", "s3", "ibm_cos"])
+def test_every_scheme_of_s3_storage_reaches_the_object(fexec, cos_section, corpus, scheme):
+    """cos://, s3:// and the storage's own name as a scheme (Lithops' spelling) name objects
+    on the real S3 server."""
+    bucket = cos_section["storage_bucket"]
+    url = f"{scheme}://{bucket}/{corpus}c/d.txt"
+    assert fexec.get_result(fexec.map(obj_text, [url])) == [TEXTS["c/d.txt"]]
