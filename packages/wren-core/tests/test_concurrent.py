@@ -187,3 +187,19 @@ def test_an_executing_call_is_running_and_cannot_be_cancelled():
         assert f.running()
         assert f.cancel() is False
         assert f.result(timeout=30) == 1
+
+
+def test_cancelling_get_result_async_frees_the_program_at_once():
+    """A notebook user's test: asyncio.run() returned only once the remote call finished."""
+    import asyncio
+    import time as _time
+
+    async def main():
+        with wren.function_executor() as fexec:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(fexec.get_result_async(fexec.map(_slow_identity, [(1, 60.0)])), 0.2)
+            return await fexec.get_result_async(fexec.map(_slow_identity, [(2, 0.1), (3, 0.1)]))
+
+    t0 = _time.monotonic()
+    assert asyncio.run(main()) == [2, 3]
+    assert _time.monotonic() - t0 < 30  # not after the 60 s call

@@ -384,9 +384,11 @@ class FunctionExecutor:
 
     async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
         """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same parameters."""
-        from wren.client.completion import run_off_loop
+        from wren.client.completion import await_ready, run_off_loop
 
-        return await run_off_loop(self.get_result, fs, throw_except, timeout, False)
+        selected = [f for f in self.futures if not f._read and not f.internal] if fs is None else self._select(fs)
+        await await_ready(selected, timeout, throw_except)  # cancelling this frees everything
+        return await run_off_loop(self.get_result, fs, throw_except, None, False)
 
     # -- reattaching, cleaning, reporting -------------------------------------------------------
     def attach(self, executor_id: str) -> list[ResponseFuture]:

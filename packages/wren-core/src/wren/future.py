@@ -367,7 +367,10 @@ class ResponseFuture:
                 ready.set_result(None)
 
         def wake(_: ResponseFuture) -> None:
-            loop.call_soon_threadsafe(settle)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # the loop is gone (the await was cancelled and its loop ended)
+                pass
 
         if not self.ready and self._executor is not None:  # unattached: result() explains
             self.add_done_callback(wake)

@@ -54,3 +54,36 @@ async def run_off_loop(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a worker thread, awaited from the running event loop."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+
+async def await_ready(fs: list[Any], timeout: float | None, stop_on_error: bool) -> None:
+    """Wait on the event loop (no thread: cancelling the await frees everything at once) until
+    every future in ``fs`` finished, or one failed when ``stop_on_error``; ``timeout`` seconds
+    at most (then :class:`wren.WaitTimeoutError`)."""
+    from wren.errors import WaitTimeoutError
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    pending = {id(f) for f in fs if not f.ready}
+
+    def settle(f: Any) -> None:
+        pending.discard(id(f))
+        if not pending or (stop_on_error and f.error):
+            done.set()
+
+    if not pending or (stop_on_error and any(f.error for f in fs)):
+        return
+    def wake(f: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, f)
+        except RuntimeError:  # the loop is gone (the awaiting code was cancelled and ended)
+            pass
+
+    for f in fs:
+        if not f.ready:
+            f.add_done_callback(wake)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    except asyncio.TimeoutError:
+        left = sum(1 for f in fs if not f.ready)
+        raise WaitTimeoutError(f"{left} of {len(fs)} call(s) not finished after {timeout} s") from None
