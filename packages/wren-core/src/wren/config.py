@@ -87,6 +87,10 @@ class WrenConfig:
     #: Re-invoke a call up to this many times when it fails for a reason another try can fix
     #: (worker lost, out of memory, timeout, a transient platform or storage error).
     retries: int = 0
+    #: Seconds the client keeps retrying its own storage requests (uploads, listings, result
+    #: downloads) that fail for a transient reason (refused or reset connections, 5xx, SlowDown),
+    #: backing off as call retries do; 0 turns it off.
+    storage_retry_seconds: float = 60.0
     #: Also retry calls that raised these exception types (names, e.g. ``ConnectionError``).
     retry_on: list[str] = dataclasses.field(default_factory=list)
     #: Launch a backup copy of calls that run far longer than the job's median (stragglers).

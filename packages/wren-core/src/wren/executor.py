@@ -30,6 +30,7 @@ from wren.errors import ExecutorClosedError, InvalidInputError
 from wren.future import ResponseFuture, user_facing
 from wren.plugins import KNOWN_DISTRIBUTIONS, check_sections, get_registry
 from wren.storage.client import build_storage
+from wren.storage.retrying import retrying_storage
 from wren.worker import context as worker_context
 
 logger = logging.getLogger("wren.executor")
@@ -87,7 +88,7 @@ class FunctionExecutor:
         check_sections(cfg.sections, registry)
         spec = registry.get("compute", wcfg.backend)
         compute_cfg = parse_section(spec.config_class, wcfg.backend, cfg.section(wcfg.backend)) if spec.config_class else None
-        self.storage_backend = build_storage(cfg)
+        self.storage_backend = retrying_storage(build_storage(cfg), wcfg.storage_retry_seconds)
         self.compute = spec.backend_class(compute_cfg, wcfg)
         self.compute.storage = self.storage_backend  # runtime metadata is cached there too
         self.compute.check_storage(self.storage_backend)
