@@ -42,6 +42,11 @@ class StorageError(WrenError):
     """An object storage operation failed."""
 
 
+class StorageInvalidObjectError(StorageError):
+    """What is stored under the key is not an object that can be read (another try will not
+    change that)."""
+
+
 class StorageNoSuchKeyError(StorageError, KeyError):
     """The object does not exist."""
 

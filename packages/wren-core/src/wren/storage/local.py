@@ -10,7 +10,13 @@ import tempfile
 from typing import IO, ClassVar
 from collections.abc import Iterable, Iterator
 
-from wren.errors import InvalidInputError, StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
+from wren.errors import (
+    InvalidInputError,
+    StorageError,
+    StorageInvalidObjectError,
+    StorageNoSuchBucketError,
+    StorageNoSuchKeyError,
+)
 from wren.localconfig import LocalhostConfig
 from wren.storage.base import ObjectInfo, StorageBackend
 from wren.storage.ranges import RangeReader
@@ -124,10 +130,10 @@ class LocalStorage(StorageBackend):
             self._require_bucket(bucket)
             raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}") from None
         except OSError as exc:  # a symlink (ELOOP) or no permission
-            raise StorageError(f"object {key!r} in bucket {bucket!r} cannot be read: {exc.strerror}") from None
+            raise StorageInvalidObjectError(f"object {key!r} in bucket {bucket!r} cannot be read: {exc.strerror}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise StorageError(f"object {key!r} in bucket {bucket!r} is not a regular file; refusing to read it")
+            raise StorageInvalidObjectError(f"object {key!r} in bucket {bucket!r} is not a regular file; refusing to read it")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 

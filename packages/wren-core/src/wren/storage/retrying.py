@@ -15,13 +15,19 @@ import time
 from typing import IO, Any, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
-from wren.errors import StorageAuthError, StorageError, StorageNoSuchBucketError, StorageNoSuchKeyError
+from wren.errors import (
+    StorageAuthError,
+    StorageError,
+    StorageInvalidObjectError,
+    StorageNoSuchBucketError,
+    StorageNoSuchKeyError,
+)
 from wren.storage.base import ObjectInfo, StorageBackend
 
 logger = logging.getLogger("wren.storage")
 
 T = TypeVar("T")
-_FINAL = (StorageNoSuchKeyError, StorageNoSuchBucketError, StorageAuthError)
+_FINAL = (StorageNoSuchKeyError, StorageNoSuchBucketError, StorageAuthError, StorageInvalidObjectError)
 
 
 def transient(exc: BaseException) -> bool:
