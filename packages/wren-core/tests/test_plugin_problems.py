@@ -116,3 +116,14 @@ def test_a_plugin_whose_hook_raises_is_reported():
             registry.get("compute", "acmelazy")
     assert "'acmelazy'" in str(info.value) and "acme_lazy_sdk_that_is_missing" in str(info.value)
     assert any(p["name"] == "acmelazy" and "wren_compute_backends raised" in p["error"] for p in registry.problems())
+
+
+def test_wren_plugins_says_which_extra_a_plugin_needs(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pika" else real(name, *a))
+    rows = plugins.PluginRegistry(plugins.create_plugin_manager(load_entry_points=False)).describe()
+    rabbit = next(r for r in rows if r["kind"] == "monitor" and r["name"] == "rabbitmq")
+    assert rabbit["needs"] == "needs pika: pip install 'wren-core[rabbitmq]'"
+    assert next(r for r in rows if r["name"] == "localhost")["needs"] == ""

@@ -235,7 +235,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if r.get("error"):
             continue
         conflict = "  CONFLICT: claimed twice" if r["conflict"] else ""
-        print(f"{r['kind']:<8} {r['name']:<{width}}  {r['distribution']} {r['version']}{conflict}")
+        needs = f"  ({r['needs']})" if r.get("needs") else ""
+        print(f"{r['kind']:<8} {r['name']:<{width}}  {r['distribution']} {r['version']}{conflict}{needs}")
     problems = [r for r in rows if r.get("error")]
     if problems:
         print(f"\n{len(problems)} plugin problem(s):")

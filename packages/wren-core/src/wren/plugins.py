@@ -42,6 +42,9 @@ KNOWN_DISTRIBUTIONS = {
     "monitor": {"rabbitmq": "wren-core[rabbitmq]"},
 }
 
+#: Built-in plugins that need an optional extra: (kind, name) -> (module, what to install).
+NEEDS_EXTRA = {("monitor", "rabbitmq"): ("pika", "wren-core[rabbitmq]")}
+
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 _registry: PluginRegistry | None = None
@@ -309,6 +312,7 @@ class PluginRegistry:
                             "version": c.version,
                             "plugin": c.plugin_name,
                             "conflict": "yes" if len(claims) > 1 else "",
+                            "needs": _missing_extra(kind, name),
                         }
                     )
         for p in self.problems():
@@ -316,6 +320,16 @@ class PluginRegistry:
                          "version": p["version"], "plugin": p["name"], "conflict": "",
                          "error": p["error"]})
         return rows
+
+
+def _missing_extra(kind: str, name: str) -> str:
+    """``"pip install 'wren-core[rabbitmq]'"`` when the plugin's optional extra is missing."""
+    need = NEEDS_EXTRA.get((kind, name))
+    if need is None:
+        return ""
+    import importlib.util
+
+    return "" if importlib.util.find_spec(need[0]) else f"needs {need[0]}: pip install '{need[1]}'"
 
 
 def _same_dist(a: str, b: str) -> bool:
