@@ -71,9 +71,9 @@ def _is_wren_frame(frame: Any) -> bool:
 
 
 def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """For the methods users call to get results: a call's failure is raised with the
-    client-side wren frames taken off its traceback (what is left: the user's own frames and
-    the call's remote ones); pytest and IPython hide the one frame that re-raises it."""
+    """For the methods users call to get results: a call's failure is raised with wren's
+    client-side frames taken off (the user's own frames stay, and the call's frames are in its
+    cause, the RemoteTraceback); pytest and IPython hide the one frame that re-raises it."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -83,10 +83,9 @@ def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             if not getattr(exc, "_wren_outcome", False):
                 raise  # wren's own error (a bug, bad input): every frame stays
-            tb = exc.__traceback__
-            while tb is not None and _is_wren_frame(tb.tb_frame):
-                tb = tb.tb_next
-            raise exc.with_traceback(tb)  # noqa: B904 - the same exception, fewer frames
+            # the call's own frames are in its RemoteTraceback (the cause), shown with the
+            # source lines; rebuilt frames would only confuse IPython's display of them
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception, without wren's frames
 
     return call
 
