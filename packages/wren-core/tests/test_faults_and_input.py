@@ -206,3 +206,33 @@ def test_only_the_functions_own_source_lines_travel(tmp_path):
                        env=dict(os.environ, WREN_PROGRESSBAR="0"))
     assert "STORED False" in r.stdout, r.stdout + r.stderr
     assert 'return d["k"]' in r.stderr and "KeyError" in r.stderr
+
+
+def half_second(x):
+    time.sleep(0.5)
+    return x
+
+
+def test_waiting_over_futures_of_two_executors_does_not_hang():
+    import threading
+
+    with wren.function_executor() as a, wren.function_executor() as b:
+        fs = a.map(half_second, [1, 2]) + b.map(half_second, [3])
+        waiter = threading.Thread(target=a.wait, args=(fs,), daemon=True)  # no timeout: it must return
+        waiter.start()
+        waiter.join(60)
+        assert not waiter.is_alive(), "wait() over two executors' futures hung"
+        assert a.get_result(fs) == [1, 2, 3]
+
+
+def big_bytes(x):
+    return b"x" * 200_000
+
+
+def test_reading_a_cleaned_result_says_so():
+    with wren.function_executor() as ex:
+        fs = ex.map(big_bytes, [1])
+        ex.wait(fs)
+        ex.clean()
+        with pytest.raises(wren.StorageError, match="was cleaned"):
+            ex.get_result(fs)

@@ -15,7 +15,14 @@ from typing import Any, Protocol
 from collections.abc import Callable, Generator
 
 from wren import serialize
-from wren.errors import RemoteError, RemoteTraceback, SerializationError, StorageError, WaitTimeoutError
+from wren.errors import (
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    StorageError,
+    StorageNoSuchKeyError,
+    WaitTimeoutError,
+)
 
 NEW, INVOKED, RUNNING, SUCCESS, ERROR = "new", "invoked", "running", "success", "error"
 
@@ -262,6 +269,13 @@ class ResponseFuture:
                 if data is None:
                     raise SerializationError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
                 value = serialize.loads(data, f"the result of call {self.call_id}")
+            except StorageNoSuchKeyError:
+                refused = StorageNoSuchKeyError(
+                    f"the result of call {self.call_id} of job {self.job_key} is no longer in storage: the "
+                    "executor's data was cleaned (clean(), or closing it) before the result was read")
+                with self._lock:
+                    self._exception, self._state, self._decoded = refused, ERROR, True
+                return
             except (SerializationError, StorageError) as refused:  # refused or unreadable: this call fails, not the others
                 with self._lock:
                     self._exception = refused

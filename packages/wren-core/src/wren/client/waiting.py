@@ -162,7 +162,10 @@ def wait_for(
     half second (the watchdog, speculation); ``report(fs)`` every :data:`REPORT_EVERY` s."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiter = Waiter(fs, return_when, throw_except)
-    tracker.add_listener(waiter)
+    # the futures of other executors (a wait over several) are settled by their own trackers
+    trackers = {id(t): t for t in [tracker] + [getattr(f._executor, "_calls", None) for f in fs] if t is not None}
+    for t in trackers.values():
+        t.add_listener(waiter)
     for f in fs:  # futures that finished before the waiter was registered
         if f.ready:
             waiter.finished(f)
@@ -185,7 +188,8 @@ def wait_for(
             wait_for_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
             waiter.event.wait(wait_for_s)
     finally:
-        tracker.remove_listener(waiter)
+        for t in trackers.values():
+            t.remove_listener(waiter)
         if bar is not None:
             bar.close()
     return [f for f in fs if f.ready], [f for f in fs if not f.ready]

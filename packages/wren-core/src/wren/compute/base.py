@@ -222,7 +222,8 @@ class ComputeBackend(abc.ABC):
         :mod:`wren.worker.fanout`): like :meth:`invoke`, but never through another remote
         invoker. ``spec`` is what the client's backend put in the payload, plus ``deadline``
         (epoch seconds) when the platform said when it stops the activation: give up on what
-        is still retrying before then, and report those calls through ``channel.failed``."""
+        is still retrying before then, and report those calls through ``channel.failed``.
+        ``job`` is the job the calls belong to. The default raises :class:`NotImplementedError`."""
         raise NotImplementedError(f"backend {self.name!r} has no remote invoker")
 
     def cancel(self, job_key: str) -> None:
@@ -268,12 +269,29 @@ class ComputeBackend(abc.ABC):
         }
 
     def build_runtime(self, name: str, dockerfile: str | None = None, **options: Any) -> None:
+        """Build the runtime image ``name`` (``wren runtime build``).
+
+        :param name: the runtime (image) name.
+        :param dockerfile: a Dockerfile to build from (default: the backend's own recipe).
+        :param options: backend-specific options (e.g. ``push=True``).
+        :raises NotImplementedError: by default: the backend has no runtimes to build.
+        """
         raise NotImplementedError(f"backend {self.name!r} has no runtimes to build")
 
     def deploy_runtime(self, name: str, memory: int | None = None, **options: Any) -> dict[str, Any]:
+        """Create or update the deployment of runtime ``name`` (``wren runtime deploy``/``update``).
+
+        :param name: the runtime (image) name.
+        :param memory: the workers' memory in MB (default: the config's ``runtime_memory``).
+        :param options: backend-specific options.
+        :returns: a dict describing what was deployed (keys are the backend's).
+        :raises NotImplementedError: by default: the backend has no runtimes to deploy.
+        """
         raise NotImplementedError(f"backend {self.name!r} has no runtimes to deploy")
 
     def list_runtimes(self) -> list[dict[str, Any]]:
+        """The deployed runtimes (``wren runtime list``): a dict per deployment (keys are the
+        backend's, e.g. ``runtime`` and ``memory``). The default: none."""
         return []
 
     def clean_resources(self, all: bool = False) -> list[str]:  # noqa: A002 - the CLI's word
@@ -283,4 +301,10 @@ class ComputeBackend(abc.ABC):
         return []
 
     def delete_runtime(self, name: str, memory: int | None = None) -> None:
+        """Delete the deployments of runtime ``name`` (``wren runtime delete``).
+
+        :param name: the runtime (image) name.
+        :param memory: delete only its deployment of this memory size, in MB (default: all).
+        :raises NotImplementedError: by default: the backend has no runtimes to delete.
+        """
         raise NotImplementedError(f"backend {self.name!r} has no runtimes to delete")

@@ -41,7 +41,13 @@ from collections.abc import Iterable, Iterator
 
 @dataclasses.dataclass(frozen=True)
 class ObjectInfo:
-    """One entry of a listing or the answer to ``head``."""
+    """One entry of a listing or the answer to ``head``.
+
+    :param key: the object's key.
+    :param size: its size in bytes.
+    :param last_modified: when it was last written, in seconds since the epoch (None when unknown).
+    :param etag: the service's entity tag (None when it has none).
+    """
 
     key: str
     size: int
@@ -127,11 +133,13 @@ class StorageBackend(abc.ABC):
         self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
     ) -> IO[bytes]:
         """Return a readable binary stream over the object (or its range), without reading it
-        all into memory. The caller closes it."""
+        all into memory. The caller closes it. ``bucket``, ``key`` and ``byte_range`` (first,
+        last; inclusive) as for :meth:`get_object`, and so are the errors."""
 
     @abc.abstractmethod
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        """Return the object's metadata; :class:`StorageNoSuchKeyError` when missing."""
+        """Return the metadata of the object ``key`` of ``bucket`` as an :class:`ObjectInfo`;
+        :class:`StorageNoSuchKeyError` when missing."""
 
     @abc.abstractmethod
     def delete_objects(self, bucket: str, keys: Iterable[str]) -> None:
@@ -156,19 +164,25 @@ class StorageBackend(abc.ABC):
 
     # -- conveniences built on the abstract methods -------------------------------------------
     def delete_object(self, bucket: str, key: str) -> None:
+        """Delete the object ``key`` of ``bucket`` (a missing key is not an error), through
+        :meth:`delete_objects`."""
         self.delete_objects(bucket, [key])
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The keys of every object of ``bucket`` whose key starts with ``prefix`` (default: every
+        object), in key order, from :meth:`list_objects` (and with its errors)."""
         return [o.key for o in self.list_objects(bucket, prefix)]
 
     def delete_prefix(self, bucket: str, prefix: str) -> int:
-        """Delete every object under ``prefix``; returns how many there were."""
+        """Delete every object of ``bucket`` under ``prefix``; returns how many there were."""
         keys = self.list_keys(bucket, prefix)
         if keys:
             self.delete_objects(bucket, keys)
         return len(keys)
 
     def object_exists(self, bucket: str, key: str) -> bool:
+        """Whether the object ``key`` of ``bucket`` exists (:meth:`head_object` does not raise
+        :class:`StorageNoSuchKeyError`; its other errors propagate)."""
         from wren.errors import StorageNoSuchKeyError
 
         try:
