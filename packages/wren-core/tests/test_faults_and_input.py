@@ -236,3 +236,14 @@ def test_reading_a_cleaned_result_says_so():
         ex.clean()
         with pytest.raises(wren.StorageError, match="was cleaned"):
             ex.get_result(fs)
+
+
+def test_repr_of_a_config_masks_every_credential():
+    from wren.config import load_config
+
+    cfg = load_config({"ibm_cos": {"endpoint": "http://127.0.0.1:1", "storage_bucket": "b",
+                                   "secret_access_key": "S3CR3T-KEY"},
+                       "rabbitmq": {"amqp_url": "amqp://user:PASSW0RD@127.0.0.1:5672/"}})
+    for text in (repr(cfg), str(cfg)):
+        assert "S3CR3T-KEY" not in text and "PASSW0RD" not in text
+    assert "amqp://user:****@127.0.0.1:5672/" in repr(cfg)

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -263,9 +264,14 @@ def masked(section: Mapping[str, Any], cls: type | None = None) -> dict[str, Any
     for key, value in section.items():
         if value not in (None, "") and (key in secret_names or is_secret_key(key)):
             out[key] = "****"
+        elif isinstance(value, str) and _URL_PASSWORD.search(value):
+            out[key] = _URL_PASSWORD.sub(r"\1****@", value)  # amqp://user:****@host/
         else:
             out[key] = value
     return out
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]+:)[^@/\s]+@")
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -352,6 +358,10 @@ class Config:
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.sections.get(name) or {})
+
+    def __repr__(self) -> str:  # credentials masked: a config may end up in a log or traceback
+        shown = {name: masked(section) for name, section in self.sections.items()}
+        return f"Config(wren={self.wren!r}, sections={shown!r}, source_file={self.source_file!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :func:`load_config` turns back into this config (for workers)."""
