@@ -8,7 +8,10 @@ stay inspectable (stats, errors, ``f.result()``).
 The reducer is started once ``spawn_reducer`` percent of the map calls are done (Lithops'
 default: 20; ``wren.ALWAYS`` starts it at once). It waits for the remaining map results on its
 worker, so the client is not blocked beyond that point; ``reducer_wait_local=True`` waits for
-all map results on the client and passes them in the reducer's call data instead.
+all map results on the client and passes them in the reducer's call data instead. A backend that
+hands results to the client (``delivers_results``: localhost) does the latter when
+``spawn_reducer`` is not given: its workers would otherwise read every map result back from
+storage.
 """
 from __future__ import annotations
 
@@ -60,7 +63,13 @@ def run(
     futures followed by the reducer futures."""
     jobmod.check_function(map_function)
     jobmod.check_function(reduce_function)
-    spawn = check_spawn_reducer(spawn_reducer)
+    # not given (None): where the backend hands results to the client (localhost), a reducer
+    # that waits on a worker would read each map result back from storage, so the client
+    # waits for the map and hands the results over (as it does for futures passed to a later
+    # step); elsewhere Lithops' default
+    direct = bool(ex._dispatch.direct)
+    spawn = check_spawn_reducer(SPAWN_REDUCER_DEFAULT if spawn_reducer is None else spawn_reducer)
+    local = reducer_wait_local or (direct and spawn_reducer is None)
     reduce_args, reduce_kwargs = jobmod.add_extra_args((None,), {}, extra_args_reduce)
     jobmod.Binder(reduce_function).check(reduce_args, reduce_kwargs, "the reducer")
     if per_object and not jobmod.Binder(map_function).data_param:
@@ -69,7 +78,7 @@ def run(
             "(one reducer per stored object); remove the option or partition objects"
         )
     map_futures, groups = ex._map(map_function, map_iterdata, extra_args, chunking, kind="map",
-                                  runtime_memory=map_runtime_memory, store_results=not reducer_wait_local,
+                                  runtime_memory=map_runtime_memory, store_results=not local,
                                   internal=True, **common)
     if not map_futures:
         raise InvalidInputError("map_reduce got no items to map: iterdata is empty")
@@ -77,7 +86,7 @@ def run(
         groups = [list(range(len(map_futures)))]
     reducer: Callable[..., Any]
     arguments: list[jobmod.CallArgs]
-    if reducer_wait_local:
+    if local:
         ex.wait(map_futures, show_progressbar=False)
         arguments = [(([map_futures[i].result() for i in g], *reduce_args[1:]), reduce_kwargs) for g in groups]
         reducer = reduce_function

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
 from wren.records import Call, Job
+from wren.worker.stream import STREAM, read_result
 
 logger = logging.getLogger("wren.pool")
 
@@ -349,6 +350,16 @@ class WorkerPool:
             if not w.inflight:  # pragma: no cover - protocol error
                 logger.error("worker %d sent an unexpected message", w.index)
                 continue
+            if msg == STREAM:  # a large result, unpickled as it arrives; its status follows
+                head = w.inflight[0]
+                try:
+                    value, error = read_result(w.conn.fileno(), f"the result of call {head.call.call_id}")
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    self._worker_died(w)
+                    return
+                if msg.pop("result_streamed", False):
+                    msg["result_value" if error is None else "result_error"] = value if error is None else error
             task = w.inflight.popleft()
             w.head_started = time.monotonic()
             self._task_done(task)
