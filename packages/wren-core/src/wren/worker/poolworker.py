@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 import signal
 import sys
 
@@ -54,13 +55,13 @@ def main(fd: int, parent_pid: int | None = None) -> None:
     jobs: collections.OrderedDict[str, dict] = collections.OrderedDict()
     while True:
         try:
-            kind, key, payload = conn.recv()
+            kind, key, payload = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError, KeyboardInterrupt):
             return
         if kind == "call":
             try:
                 status = runtime.run(jobs[key], payload, result_sink=put_result)
-                conn.send(status)
+                conn.send_bytes(pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, ValueError):  # the client is gone
                 return
         elif kind == "job":
