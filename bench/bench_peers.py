@@ -219,6 +219,8 @@ SYSTEMS: dict[str, tuple[Callable[[], Any], str | None]] = {
 
 # -- one measurement (in a fresh process) ------------------------------------------------------
 def measure(system: str, workload: str) -> dict[str, Any]:
+    module = SYSTEMS[system][1] or {"ppe": "concurrent.futures", "mp": "multiprocessing"}[system]
+    importlib.import_module(module)  # imports are not part of any figure, cold ones included
     s = SYSTEMS[system][0]()
     warmup = list(range(4 * CPUS))
     out: dict[str, Any] = {}
