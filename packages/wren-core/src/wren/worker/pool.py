@@ -5,7 +5,8 @@ in local processes (see ``docs/plugins.md``).
 One pool per process and size serves every executor and job at call granularity. Calls wait in a
 queue per executor (its ``max_workers`` caps how many of them are in flight) and are taken
 round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
-worker so it never idles, reads status records from the workers' pipes (no file per call), and
+worker so it never idles, reads status records from the workers' pipes (no file per call; a
+large result is unpickled as it streams in, see :mod:`wren.worker.stream`), and
 watches them: a worker that dies fails the call it was running with :class:`WorkerDiedError`
 (the calls queued behind it go to other workers) and is replaced; a call past its timeout has
 its worker killed and fails with :class:`CallTimeoutError`.
