@@ -41,7 +41,10 @@ class ResultChannel(Protocol):
     """How a backend reports on calls to the executor (thread-safe)."""
 
     def deliver(self, status: dict[str, Any]) -> None:
-        """A call finished: ``status`` is the record the worker runtime produced."""
+        """A call finished: ``status`` is the record the worker runtime produced. From
+        :class:`wren.worker.pool.WorkerPool`, for a job whose statuses are not stored, a large
+        result arrives unpickled already, as ``status["result_value"]`` (or the error that
+        unpickling it raised as ``status["result_error"]``) instead of ``status["result"]``."""
 
     def running(self, job_key: str, call_id: str) -> None:
         """A call started running (optional; feeds progress bars)."""
