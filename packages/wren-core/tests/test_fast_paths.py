@@ -197,3 +197,18 @@ def test_finding_local_modules_does_not_list_installed_distributions():
     assert serialize.installed_top_level.cache_info().currsize == 0
     # a file outside every installation folder: asked (is a distribution providing it?)
     assert serialize.find_local_modules(ident) == ["test_fast_paths"]
+
+
+class ExitWhilePickled:
+    def __reduce__(self):
+        os._exit(3)
+
+
+def dies_half_way(n):
+    return [os.urandom(n), ExitWhilePickled()]  # the first megabyte is on its way when it exits
+
+
+def test_a_worker_that_dies_in_the_middle_of_a_result_fails_that_call_only(fexec):
+    with pytest.raises(wren.WorkerDiedError, match="exited with status 3"):
+        fexec.call_async(dies_half_way, 1 << 20).result()
+    assert len(fexec.call_async(random_bytes, 1 << 20).result()) == 1 << 20  # a new worker took over
