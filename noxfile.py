@@ -4,6 +4,7 @@
                              # lint, types, then a summary of what was skipped and why
     nox -s tests-wren-core   # one package
     nox -s bench             # benchmarks (not part of the default run)
+    nox -s bench_peers       # wren against ProcessPoolExecutor, Dask, Ray, Lithops (installs them)
 
 ``setup`` installs the Debian packages the suites need when they are missing and it may
 (``tools/system-deps.sh``, shared with ``.ci/run``); ``summary`` lists every skipped test with
@@ -215,7 +216,22 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks in bench/ (each prints its figures against a baseline)."""
     session.install(*[str(ROOT / "packages" / p) for p in EXISTING])
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
-        session.run("python", str(script), *session.posargs)
+        if script.name != "bench_peers.py":  # its own session: it needs the peers installed
+            session.run("python", str(script), *session.posargs)
+
+
+#: The peers bench/bench_peers.py compares wren with (ProcessPoolExecutor and
+#: multiprocessing.Pool come with Python).
+BENCH_PEERS = ["distributed", "ray", "lithops"]
+
+
+@nox.session(python=PYTHON)
+def bench_peers(session: nox.Session) -> None:
+    """wren's localhost backend against ProcessPoolExecutor, multiprocessing.Pool, Dask, Ray
+    and Lithops on the workloads of issue 18 (not part of the default run):
+    ``nox -s bench_peers -- --rounds 5 --systems wren,ppe,mp``."""
+    session.install(str(ROOT / "packages" / "wren-core"), *BENCH_PEERS)
+    session.run("python", str(ROOT / "bench" / "bench_peers.py"), *session.posargs)
 
 
 @nox.session(python=False)

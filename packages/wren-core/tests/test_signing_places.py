@@ -162,11 +162,11 @@ def two_mib(x):
     return b"A" * (2 << 20)
 
 
-def test_an_oversized_object_in_place_of_a_result_is_refused_without_reading_it_whole(tmp_path):
+def test_an_oversized_object_in_place_of_a_result_is_refused_without_reading_it_whole(http_executor_config):
     """An attacker's 1 GiB object must not be read into the client's memory (outsider's test)."""
     import resource
 
-    with wren.function_executor() as ex:
+    with wren.function_executor(config=http_executor_config) as ex:
         fs = ex.map(two_mib, [1, 2])
         ex.wait(fs)
         st = ex.storage_backend
@@ -181,10 +181,10 @@ def test_an_oversized_object_in_place_of_a_result_is_refused_without_reading_it_
         assert grown_mb < 200, f"the client's peak memory grew by {grown_mb:.0f} MB"
 
 
-def test_a_named_pipe_in_place_of_a_result_does_not_hang(tmp_path):
+def test_a_named_pipe_in_place_of_a_result_does_not_hang(http_executor_config):
     import os
 
-    with wren.function_executor() as ex:
+    with wren.function_executor(config=http_executor_config) as ex:
         fs = ex.map(two_mib, [1, 2])
         ex.wait(fs)
         path = ex.storage_backend._path(ex.bucket, fs[0]._status["result_key"])
@@ -193,3 +193,12 @@ def test_a_named_pipe_in_place_of_a_result_does_not_hang(tmp_path):
         results = ex.get_result(fs, throw_except=False, timeout=30)
         assert results[0] is None and "not a regular file" in str(fs[0].exception())
         assert results[1] == b"A" * (2 << 20)
+
+
+def test_reading_a_cleaned_result_says_so(http_executor_config):
+    with wren.function_executor(config=http_executor_config) as ex:
+        fs = ex.map(big_result, ["a"])
+        ex.wait(fs)  # the status is in; the stored result is read on demand
+        ex.clean()
+        with pytest.raises(wren.StorageError, match="was cleaned"):
+            ex.get_result(fs)

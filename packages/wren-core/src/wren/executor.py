@@ -266,7 +266,7 @@ class FunctionExecutor:
                    include_modules: Sequence[str] | None = (), exclude_modules: Sequence[str] | None = None,
                    obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
                    obj_newline: str | None = "\n", obj_reduce_by_key: bool = False, extra_args_reduce: Any = None,
-                   spawn_reducer: int | str = mapreduce.SPAWN_REDUCER_DEFAULT,
+                   spawn_reducer: int | str | None = None,
                    chunksize: int | None = None, **peer_options: Any) -> FuturesList:
         """Map, then reduce: ``reduce_function(results, *extra_args_reduce)`` gets the list of map
         results. Returns the map futures followed by the reducer future(s); ``get_result()`` on

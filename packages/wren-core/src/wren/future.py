@@ -262,13 +262,25 @@ class ResponseFuture:
         if status.get("success"):
             data = status.get("result")
             try:
+                if "result_error" in status:  # streamed by the pool, and not readable here
+                    raise status["result_error"]
+                if "result_value" in status:  # streamed by the pool, unpickled as it arrived
+                    with self._lock:
+                        self._result = status.pop("result_value")
+                        self._decoded = True
+                    self.stats["host_result_done_tstamp"] = time.time()
+                    return
                 if data is None and status.get("result_key"):
                     key, size = status["result_key"], (status.get("stats") or {}).get("func_result_size")
                     blob = serialize.read_signed(self._storage(), self.bucket, key, "a stored result", size)
                     data = serialize.verify(self._secret_bytes(), blob, "a stored result", key)
                 if data is None:
+                    with self._lock:
+                        if self._decoded:  # another thread decoded it (and let go of its bytes)
+                            return
                     raise SerializationError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
                 value = serialize.loads(data, f"the result of call {self.call_id}")
+                del data
             except StorageNoSuchKeyError:
                 refused = StorageNoSuchKeyError(
                     f"the result of call {self.call_id} of job {self.job_key} is no longer in storage: the "
@@ -286,6 +298,7 @@ class ResponseFuture:
             with self._lock:
                 self._result = value
                 self._decoded = True
+                status.pop("result", None)  # decoded: do not hold its bytes as well
         else:
             exc = rebuild_exception(status)
             with self._lock:

@@ -15,8 +15,6 @@ import ast
 import functools
 import hashlib
 import hmac
-import importlib.metadata as importlib_metadata
-
 import io
 import os
 import pickle
@@ -121,16 +119,24 @@ def dumps(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def loads(data: bytes | memoryview, what: str) -> Any:
+def loads(data: bytes | bytearray | memoryview, what: str) -> Any:
     try:
         return pickle.loads(data)
-    except ModuleNotFoundError as exc:
-        raise SerializationError(
+    except Exception as exc:
+        raise loading_error(exc, what) from exc
+
+
+def loading_error(exc: BaseException, what: str) -> SerializationError:
+    """The error for ``what`` that failed to unpickle with ``exc``: what to do about it."""
+    if isinstance(exc, ModuleNotFoundError):
+        err = SerializationError(
             f"cannot unpickle {what}: {exc}. Install that module in the runtime, or ship it "
             f"with include_modules=[{exc.name!r}] if it is your own code"
-        ) from exc
-    except Exception as exc:
-        raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+        )
+    else:
+        err = SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
 
 
 # -- local modules ------------------------------------------------------------------------------
@@ -158,8 +164,10 @@ def _system_dirs() -> tuple[str, ...]:
 def installed_top_level() -> frozenset[str]:
     """Top-level import names that installed distributions provide (editable ones included)."""
     names = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    import importlib.metadata  # here: its import costs every process 13 ms
+
     try:
-        names.update(importlib_metadata.packages_distributions())
+        names.update(importlib.metadata.packages_distributions())
     except Exception:
         pass
     return frozenset(names)
@@ -196,23 +204,31 @@ def _pth_dirs() -> tuple[str, ...]:
 NEVER_SHIPPED = frozenset({"wren", "cloudpickle", "tblib"})
 
 
-def _is_local(module: types.ModuleType, available: frozenset[str]) -> bool:
+def _is_local(module: types.ModuleType, available: frozenset[str] | None) -> bool:
+    """Whether ``module`` must travel with the function: ``available`` is what the runtime
+    said it has, ``None`` for this very environment."""
     name = getattr(module, "__name__", "")
     if not name or name == "__main__":
         return False
     top = name.split(".")[0]
-    if top in available or top in NEVER_SHIPPED:
+    if top in NEVER_SHIPPED or top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return False
+    if available is not None and top in available:
         return False
     path = getattr(module, "__file__", None)
     if not path:
         return False
-    real = os.path.realpath(path)
-    if available is not installed_top_level():
+    if available is not None:
         # the runtime said what it has: ship what it lacks, if it is plain Python source
         return _shippable(top)
+    real = os.path.realpath(path)
     if any(real.startswith(d + os.sep) for d in _pth_dirs()):
         return False
-    return not any(real.startswith(d + os.sep) for d in _system_dirs())
+    if any(real.startswith(d + os.sep) for d in _system_dirs()):
+        return False
+    # outside every installation folder: local unless a distribution provides it (asked last:
+    # listing the installed distributions costs about 0.2 s, once per process)
+    return top not in installed_top_level()
 
 
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
@@ -345,11 +361,7 @@ def find_local_modules(
     exclude: Iterable[str] = (),
 ) -> list[str]:
     """Top-level local modules ``func`` needs that the runtime lacks (sorted names)."""
-    avail = installed_top_level() if available is None else frozenset(available) | frozenset(
-        sys.stdlib_module_names
-    ) | frozenset(sys.builtin_module_names)
-    if available is not None:
-        avail = avail - {"__main__"}
+    avail = None if available is None else frozenset(available) - {"__main__"}
     excluded = set(exclude)
     names: set[str] = set()
     _modules_in(func, set(), names)

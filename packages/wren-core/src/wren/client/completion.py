@@ -2,7 +2,6 @@
 results from asyncio code (:func:`get_result_async`) without blocking the event loop."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import queue
 import time
@@ -52,6 +51,8 @@ def _as_completed(fs: list[ResponseFuture], timeout: float | None) -> Iterator[R
 
 async def run_off_loop(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a worker thread, awaited from the running event loop."""
+    import asyncio  # here: importing it costs every client and worker process 30 ms
+
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(fn, *args))
 
@@ -60,6 +61,8 @@ async def await_ready(fs: list[Any], timeout: float | None, stop_on_error: bool)
     """Wait on the event loop (no thread: cancelling the await frees everything at once) until
     every future in ``fs`` finished, or one failed when ``stop_on_error``; ``timeout`` seconds
     at most (then :class:`wren.WaitTimeoutError`)."""
+    import asyncio
+
     from wren.errors import WaitTimeoutError
 
     loop = asyncio.get_running_loop()

@@ -8,7 +8,10 @@ stay inspectable (stats, errors, ``f.result()``).
 The reducer is started once ``spawn_reducer`` percent of the map calls are done (Lithops'
 default: 20; ``wren.ALWAYS`` starts it at once). It waits for the remaining map results on its
 worker, so the client is not blocked beyond that point; ``reducer_wait_local=True`` waits for
-all map results on the client and passes them in the reducer's call data instead.
+all map results on the client and passes them in the reducer's call data instead. A backend that
+hands results to the client (``delivers_results``: localhost) does the latter when
+``spawn_reducer`` is not given: its workers would otherwise read every map result back from
+storage.
 """
 from __future__ import annotations
 
@@ -60,7 +63,13 @@ def run(
     futures followed by the reducer futures."""
     jobmod.check_function(map_function)
     jobmod.check_function(reduce_function)
-    spawn = check_spawn_reducer(spawn_reducer)
+    # not given (None): where the backend hands results to the client (localhost), a reducer
+    # that waits on a worker would read each map result back from storage, so the client
+    # waits for the map and hands the results over (as it does for futures passed to a later
+    # step); elsewhere Lithops' default
+    direct = bool(ex._dispatch.direct)
+    spawn = check_spawn_reducer(SPAWN_REDUCER_DEFAULT if spawn_reducer is None else spawn_reducer)
+    local = reducer_wait_local or (direct and spawn_reducer is None)
     reduce_args, reduce_kwargs = jobmod.add_extra_args((None,), {}, extra_args_reduce)
     jobmod.Binder(reduce_function).check(reduce_args, reduce_kwargs, "the reducer")
     if per_object and not jobmod.Binder(map_function).data_param:
@@ -69,7 +78,7 @@ def run(
             "(one reducer per stored object); remove the option or partition objects"
         )
     map_futures, groups = ex._map(map_function, map_iterdata, extra_args, chunking, kind="map",
-                                  runtime_memory=map_runtime_memory, store_results=not reducer_wait_local,
+                                  runtime_memory=map_runtime_memory, store_results=not local,
                                   internal=True, **common)
     if not map_futures:
         raise InvalidInputError("map_reduce got no items to map: iterdata is empty")
@@ -77,8 +86,14 @@ def run(
         groups = [list(range(len(map_futures)))]
     reducer: Callable[..., Any]
     arguments: list[jobmod.CallArgs]
-    if reducer_wait_local:
-        ex.wait(map_futures, show_progressbar=False)
+    failed = None
+    if local:
+        ex.wait(map_futures, throw_except=False, show_progressbar=False)
+        failed = next((f for f in map_futures if f.error), None)
+    if failed is not None:  # the reducer fails with the map call's error; map_reduce() returns
+        arguments = [((), {}) for _ in groups]
+        reducer = _Reraise(failed.exception())
+    elif local:
         arguments = [(([map_futures[i].result() for i in g], *reduce_args[1:]), reduce_kwargs) for g in groups]
         reducer = reduce_function
     else:
@@ -95,6 +110,17 @@ def run(
         for f in reduce_futures:
             f.kind = PER_OBJECT
     return FuturesList(map_futures + reduce_futures, ex)
+
+
+class _Reraise:
+    """The reducer of a map_reduce whose map call failed: raises that call's error."""
+
+    def __init__(self, error: BaseException | None):
+        self.error = error or RuntimeError("a map call failed")
+        self.__name__ = self.__qualname__ = "reducer"
+
+    def __call__(self) -> Any:
+        raise self.error
 
 
 def results_wanted(selected: list[ResponseFuture], explicit: bool) -> tuple[list[ResponseFuture], bool]:

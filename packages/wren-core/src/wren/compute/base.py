@@ -108,7 +108,10 @@ class ResultChannel(Protocol):
         ``"statuses"`` of the entry point's answer). It is the same record the runtime writes
         to storage when the job has ``store_results``: delivering it as well only makes the
         result arrive sooner; the first record of a call wins. A failed status is subject to
-        the user's ``retries`` like any other."""
+        the user's ``retries`` like any other.
+        From :class:`wren.worker.pool.WorkerPool`, for a job whose statuses are not stored, a
+        large result arrives unpickled already, as ``status["result_value"]`` (or the error
+        that unpickling it raised as ``status["result_error"]``) instead of ``status["result"]``."""
 
     def running(self, job_key: str, call_id: str) -> None:
         """A call started running on a worker (optional; feeds progress bars and the

@@ -5,7 +5,8 @@ in local processes (see ``docs/plugins.md``).
 One pool per process and size serves every executor and job at call granularity. Calls wait in a
 queue per executor (its ``max_workers`` caps how many of them are in flight) and are taken
 round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
-worker so it never idles, reads status records from the workers' pipes (no file per call), and
+worker so it never idles, reads status records from the workers' pipes (no file per call; a
+large result is unpickled as it streams in, see :mod:`wren.worker.stream`), and
 watches them: a worker that dies fails the call it was running with :class:`WorkerDiedError`
 (the calls queued behind it go to other workers) and is replaced; a call past its timeout has
 its worker killed and fails with :class:`CallTimeoutError`.
@@ -54,19 +55,22 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import pickle
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
 from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
 from wren.records import Call, Job
+from wren.worker.stream import STREAM, read_result
 
 logger = logging.getLogger("wren.pool")
 
@@ -110,6 +114,9 @@ class _Worker:
         except (AttributeError, OSError):  # not Linux >= 5.3: end of file on the socket tells
             pass
         self.conn = Connection(parent.detach())
+        self.fd = self.conn.fileno()
+        self._readable = select.poll()
+        self._readable.register(self.fd, select.POLLIN)
         self.inflight: collections.deque[Task] = collections.deque()
         self.jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.head_started = 0.0
@@ -120,15 +127,25 @@ class _Worker:
         if key in self.jobs:
             self.jobs.move_to_end(key)
         else:
-            self.conn.send(("job", key, task.job))
+            self.send(("job", key, task.job))
             self.jobs[key] = None
             while len(self.jobs) > _JOB_CACHE:
                 old, _ = self.jobs.popitem(last=False)
-                self.conn.send(("forget", old, None))
-        self.conn.send(("call", key, task.call))
+                self.send(("forget", old, None))
+        self.send(("call", key, task.call))
         if not self.inflight:
             self.head_started = time.monotonic()
         self.inflight.append(task)
+
+    def send(self, msg: Any) -> None:
+        # plain pickle: Connection.send's ForkingPickler costs more per small message
+        self.conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def recv(self) -> Any:
+        return pickle.loads(self.conn.recv_bytes())
+
+    def has_data(self) -> bool:
+        return bool(self._readable.poll(0))
 
     def close_pidfd(self) -> None:
         if self.pidfd is not None:
@@ -360,31 +377,40 @@ class WorkerPool:
         self._workers = [self._spawn(i) for i in range(self.size)]
         self._started.set()
         try:
+            watched: list[_Worker] = []
+            poller = select.poll()
+            fds: dict[int, tuple[_Worker, bool]] = {}
             while not self._closed:
                 self._dispatch()
-                conns: dict[Any, _Worker] = {w.conn: w for w in self._workers if not w.dead}
-                exits = {w.pidfd: w for w in self._workers if not w.dead and w.pidfd is not None}
+                live = [w for w in self._workers if not w.dead]
+                if live != watched:  # a worker was replaced: watch the new set of descriptors
+                    watched, poller, fds = live, select.poll(), {}
+                    for w in live:
+                        fds[w.fd] = (w, False)
+                        if w.pidfd is not None:  # readable when it exits
+                            fds[w.pidfd] = (w, True)
+                    for fd in [*fds, self._wake_r]:
+                        poller.register(fd, select.POLLIN)
                 timeout = self._next_deadline()
-                ready = wait([*conns, *exits, self._wake_r], timeout)
-                for r in ready:
-                    if r == self._wake_r:
+                events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                for fd, _ in events:
+                    if fd == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
                         except BlockingIOError:
                             pass
-                    elif r in exits:
-                        w = exits[r]  # type: ignore[index]
-                        if not w.dead:
-                            self._drain(w)  # what it sent before it exited
-                            if not w.dead:
-                                self._worker_died(w)
-                    elif not conns[r].dead:
-                        self._drain(conns[r])
+                        continue
+                    w, exited = fds[fd]
+                    if w.dead:
+                        continue
+                    self._drain(w)  # for an exit: what it sent before it exited
+                    if exited and not w.dead:
+                        self._worker_died(w)
                 self._check_deadlines()
         finally:
             for w in self._workers:
                 try:
-                    w.conn.send(("exit", None, None))
+                    w.send(("exit", None, None))
                 except (OSError, ValueError):
                     pass
             for w in self._workers:
@@ -400,23 +426,33 @@ class WorkerPool:
     def _drain(self, w: _Worker) -> None:
         while True:
             try:
-                if not w.conn.poll():
+                if not w.has_data():
                     return
-                msg = w.conn.recv()
+                msg = w.recv()
             except (EOFError, OSError):
                 self._worker_died(w)
                 return
             if not w.inflight:  # pragma: no cover - protocol error
                 logger.error("worker %d sent an unexpected message", w.index)
                 continue
+            if msg == STREAM:  # a large result, unpickled as it arrives; its status follows
+                head = w.inflight[0]
+                try:
+                    value, error = read_result(w.conn.fileno(), f"the result of call {head.call.call_id}")
+                    msg = w.recv()
+                except (EOFError, OSError):
+                    self._worker_died(w)
+                    return
+                if msg.pop("result_streamed", False):
+                    msg["result_value" if error is None else "result_error"] = value if error is None else error
             task = w.inflight.popleft()
             w.head_started = time.monotonic()
             self._task_done(task)
+            self._dispatch()  # the worker's next call first: then the client's bookkeeping
             if w.inflight:
                 nxt = w.inflight[0]
                 nxt.channel.running(nxt.job.job_key, nxt.call.call_id)
             task.channel.deliver(msg)
-            self._dispatch()
 
     def _next_deadline(self) -> float | None:
         now = time.monotonic()

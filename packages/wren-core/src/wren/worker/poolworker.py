@@ -2,13 +2,21 @@
 
 Reads ``("job", key, record)``, ``("call", key, record)``, ``("forget", key, _)`` and
 ``("exit", _, _)`` messages from the socket ``FD`` and answers each call with its status record.
+A result of any size travels on the socket (no file, no storage): one that pickles to more than
+``INLINE_RESULT_BYTES`` is pickled straight into the socket before its status
+(:mod:`wren.worker.stream`), so that neither side holds a second copy of it.
 """
 from __future__ import annotations
 
 import collections
 import os
+import pickle
 import signal
 import sys
+
+
+#: results that pickle to more than this stream after a marker (see wren.worker.stream)
+INLINE_RESULT_BYTES = 64 * 1024
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -39,20 +47,22 @@ def main(fd: int, parent_pid: int | None = None) -> None:
     from multiprocessing.connection import Connection
 
     from wren.worker.runtime import get_runtime
+    from wren.worker.stream import sink
 
     conn = Connection(fd)
     runtime = get_runtime()
+    put_result = sink(conn, INLINE_RESULT_BYTES)
     jobs: collections.OrderedDict[str, dict] = collections.OrderedDict()
     while True:
         try:
-            kind, key, payload = conn.recv()
+            kind, key, payload = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError, KeyboardInterrupt):
             return
         if kind == "call":
-            status = runtime.run(jobs[key], payload)
             try:
-                conn.send(status)
-            except (OSError, ValueError):
+                status = runtime.run(jobs[key], payload, result_sink=put_result)
+                conn.send_bytes(pickle.dumps(status, protocol=pickle.HIGHEST_PROTOCOL))
+            except (OSError, ValueError):  # the client is gone
                 return
         elif kind == "job":
             jobs[key] = payload

@@ -22,6 +22,7 @@ import traceback
 import zipfile
 from collections import OrderedDict
 from typing import Any
+from collections.abc import Callable
 
 from wren import serialize
 from wren.errors import (
@@ -192,9 +193,15 @@ class WorkerRuntime:
 
     # -- running a call -------------------------------------------------------------------------
     def run(
-        self, job: Job | dict[str, Any], call: Call | dict[str, Any], write_status: bool | None = None
+        self, job: Job | dict[str, Any], call: Call | dict[str, Any], write_status: bool | None = None,
+        *, result_sink: Callable[[Any, str], tuple[bytes | None, int]] | None = None,
     ) -> dict[str, Any]:
         """Run one call and return its status record (written to storage when asked).
+
+        ``result_sink(result, what)``: where the status is not stored, a backend with its own
+        channel to the client (the localhost pool's sockets) takes the result of any size:
+        it returns ``(pickled bytes, size)`` for the status record, or ``(None, size)`` when it
+        sent the result itself (see :mod:`wren.worker.stream`).
 
         Thread-safe, but calls must not share a process with the client: ``extra_env`` changes
         the process's environment while a call runs, and a call may exit the process."""
@@ -260,10 +267,24 @@ class WorkerRuntime:
 
             if contains_futures(result):
                 status["futures"] = True
-            data = serialize.dumps(result, f"the result of call {call_id} (type {type(result).__name__})")
-            stats["func_result_size"] = len(data)
-            status["success"] = True
-            if len(data) <= job.inline_result_limit and not job.result_in_storage:
+            what = f"the result of call {call_id} (type {type(result).__name__})"
+            if result_sink is not None and not job.store_results and not job.result_in_storage:
+                sent, stats["func_result_size"] = result_sink(result, what)
+                del result
+                status["success"] = True
+                if sent is None:
+                    status["result_streamed"] = True
+                else:
+                    status["result"] = sent
+                data = None
+            else:
+                data = serialize.dumps(result, what)
+                del result
+                stats["func_result_size"] = len(data)
+                status["success"] = True
+            if data is None:
+                pass
+            elif len(data) <= job.inline_result_limit and not job.result_in_storage:
                 status["result"] = data
             else:
                 status["result_key"] = result_key(job.prefix, call_id, attempt)
