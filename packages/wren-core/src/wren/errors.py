@@ -95,6 +95,10 @@ class RemoteError(WrenError):
 
     ``exc_type`` names the original exception type and ``remote_traceback`` holds the
     worker-side traceback text.
+
+    :param message: the error message (the original exception's text).
+    :param exc_type: the original exception type's name (default: empty).
+    :param remote_traceback: the worker-side traceback text (default: empty).
     """
 
     def __init__(self, message: str, exc_type: str = "", remote_traceback: str = ""):

@@ -5,6 +5,28 @@ monitor), then delegates: :mod:`~wren.client.submission` checks and packs each c
 :mod:`~wren.client.dispatch` sends it, :mod:`~wren.client.calls` and
 :mod:`~wren.client.attempts` settle it, :mod:`~wren.client.waiting` waits for it,
 :mod:`~wren.client.journal` and :mod:`~wren.client.reporting` keep what is needed later.
+
+Options the submitting methods (:meth:`FunctionExecutor.call_async`, ``map``, ``map_reduce``) share:
+
+``extra_env``
+    A mapping of environment variables set for the calls on the workers (default: none).
+``runtime_memory``
+    Memory of each worker in MB, for backends that set one (default: the config's ``wren.runtime_memory``).
+``timeout``
+    Seconds each call may run before it fails with :class:`wren.CallTimeoutError` (default: the
+    config's ``wren.runtime_timeout``, 600).
+``include_modules``
+    Local modules shipped with the function: an empty sequence (the default) finds the ones it needs
+    automatically, ``None`` ships none, a non-empty list ships exactly those.
+``exclude_modules``
+    Modules left out of what is found automatically (default: none).
+``chunk_size``, ``chunk_n`` (PyWren) or ``obj_chunk_size``, ``obj_chunk_number`` (Lithops)
+    Split each storage object of the input into chunks of that many bytes, or into that many
+    chunks, one call per chunk (default: one call per object).
+``obj_newline``
+    ``"\\n"`` (the default) or ``"\\r\\n"``: chunks keep whole lines; ``None``: exact-size chunks.
+``chunksize``
+    Lithops' items per worker invocation: checked and accepted; every wren call is its own invocation.
 """
 from __future__ import annotations
 
@@ -52,7 +74,8 @@ def _setup_logging(level: str | None) -> None:
 
 
 class FunctionExecutor:
-    """Runs functions on the configured compute backend. See :func:`wren.function_executor`."""
+    """Runs functions on the configured compute backend. Takes :func:`wren.function_executor`'s ``backend``, ``storage``,
+    ``config``, ``runtime``, ``runtime_memory``, ``log_level``, ``max_workers`` and ``monitoring`` (documented there)."""
 
     def __init__(
         self,
@@ -158,7 +181,7 @@ class FunctionExecutor:
         return f"<wren.FunctionExecutor {self.executor_id} backend={self.backend!r} storage={self.storage_backend.name!r}>"
 
     def close(self, clean: bool | None = None) -> None:
-        """Stop monitoring, release the backend and (unless asked not to) clean temporary data."""
+        """Stop monitoring, release the backend and clean temporary data if ``clean`` (default: ``wren.clean_on_exit``)."""
         if self._closed:
             return
         self._closed = True
@@ -180,7 +203,7 @@ class FunctionExecutor:
 
     # -- the result channel backends report through is the call tracker (wren.client.calls) -----
     def running(self, job_key: str, call_id: str) -> None:
-        """A call started (a push monitor's start event)."""
+        """The call ``call_id`` of the job ``job_key`` started (a push monitor's start event)."""
         self._calls.running(job_key, call_id)
 
     def _finished(self, future: ResponseFuture) -> None:
@@ -219,8 +242,9 @@ class FunctionExecutor:
                    runtime_memory: int | None = None, timeout: float | None = None,
                    include_modules: Sequence[str] | None = (),
                    exclude_modules: Sequence[str] | None = None) -> ResponseFuture:
-        """Run ``func`` once with ``data`` (a tuple spreads, a dict spreads as keywords,
-        anything else is the one argument; ``()`` calls it without arguments)."""
+        """Run ``func`` once with ``data`` (a tuple spreads, a dict spreads as keywords, anything else is the one argument;
+        ``()`` calls it without arguments); returns its future. ``extra_env``, ``runtime_memory`` (MB), ``timeout``
+        (seconds), ``include_modules``, ``exclude_modules``: the submission options of :mod:`wren.executor`."""
         jobmod.check_function(func)
         arguments, resolve = self._submitter.call_arguments(data, self._wait_inputs)
         return self._submit(func, arguments, "async", resolve_futures=resolve, extra_env=extra_env, runtime_memory=runtime_memory,
@@ -232,10 +256,10 @@ class FunctionExecutor:
             include_modules: Sequence[str] | None = (), exclude_modules: Sequence[str] | None = None,
             obj_chunk_size: int | None = None, obj_chunk_number: int | None = None,
             obj_newline: str | None = "\n", chunksize: int | None = None, **peer_options: Any) -> FuturesList:
-        """Run ``map_function`` once per item of ``map_iterdata``; futures in input order.
-
-        Items may be (or hold) futures: each call gets their results. ``chunksize`` (Lithops)
-        is accepted; every call is its own invocation (see docs/migrating.md)."""
+        """Run ``map_function`` once per item of ``map_iterdata``; futures in input order. Items may be (or hold) futures:
+        each call gets their results. ``extra_args`` are added to every item's arguments. ``extra_env``, ``runtime_memory``,
+        ``timeout``, ``include_modules``, ``exclude_modules``, ``chunk_size``, ``chunk_n``, ``obj_chunk_size``,
+        ``obj_chunk_number``, ``obj_newline``, ``chunksize``: the submission options of :mod:`wren.executor`."""
         chunking = compat.object_chunking(chunk_size, chunk_n, obj_chunk_size, obj_chunk_number, obj_newline, chunksize,
                                           peer_options)
         extra_args = peer_options.get("extra_params", extra_args)  # early PyWren 1.x's name
@@ -268,11 +292,13 @@ class FunctionExecutor:
                    obj_newline: str | None = "\n", obj_reduce_by_key: bool = False, extra_args_reduce: Any = None,
                    spawn_reducer: int | str | None = None,
                    chunksize: int | None = None, **peer_options: Any) -> FuturesList:
-        """Map, then reduce: ``reduce_function(results, *extra_args_reduce)`` gets the list of map
-        results. Returns the map futures followed by the reducer future(s); ``get_result()`` on
-        them returns the reducer's value (a list, one per object, with
-        ``reducer_one_per_object``/``obj_reduce_by_key``). See :mod:`wren.client.mapreduce`
-        for ``spawn_reducer`` and ``reducer_wait_local``."""
+        """Map ``map_function`` over ``map_iterdata`` with ``extra_args`` (as :meth:`map`), then reduce:
+        ``reduce_function(results, *extra_args_reduce)`` gets the list of map results. Returns the map futures followed by
+        the reducer future(s); ``get_result()`` on them returns the reducer's value (a list, one per object, with
+        ``reducer_one_per_object``/``obj_reduce_by_key``). ``map_runtime_memory``/``reduce_runtime_memory``: MB per side;
+        ``extra_env``, ``timeout``, ``include_modules``, ``exclude_modules``, ``chunk_size``, ``chunk_n``, ``obj_chunk_size``,
+        ``obj_chunk_number``, ``obj_newline``, ``chunksize`` as for :meth:`map`. ``spawn_reducer``, ``reducer_wait_local``:
+        see :mod:`wren.client.mapreduce`."""
         return mapreduce.run(
             self, map_function, map_iterdata, reduce_function, extra_args=extra_args,
             extra_args_reduce=extra_args_reduce, reducer_wait_local=reducer_wait_local,
@@ -321,7 +347,8 @@ class FunctionExecutor:
             self._dispatch.storage_monitor().watch(watch)
 
     def resolve_nested(self, value: Any, throw_except: bool, timeout: float | None) -> Any:
-        """The results of futures a call returned (its own executor's calls)."""
+        """The results of futures a call returned (its own executor's calls): ``value`` is one future or a list of them;
+        ``throw_except`` and ``timeout`` as for :meth:`get_result`."""
         single = not isinstance(value, (list, tuple))
         fs = [value] if single else list(value)
         self._adopt(fs)
@@ -332,14 +359,12 @@ class FunctionExecutor:
     def wait(self, fs: Any = None, return_when: str | int = ALL_COMPLETED, throw_except: bool = True,
              timeout: float | None = None, show_progressbar: bool = True,
              download_results: bool = False, **peer_options: Any) -> tuple[list[ResponseFuture], list[ResponseFuture]]:
-        """Wait for calls; returns ``(done, not_done)``.
-
-        ``return_when``: ``wren.ALL_COMPLETED`` (default), ``wren.ANY_COMPLETED``,
-        ``wren.ALWAYS`` (return at once) or a percentage (an int 1..100) of the calls. With
-        ``throw_except=True`` the first failed call's exception is raised as soon as it is known.
-        ``timeout`` (seconds) bounds the wait. ``download_results=True`` also fetches the
-        finished calls' results. The peers' ``threadpool_size``/``wait_dur_sec`` are accepted.
-        """
+        """Wait for the calls ``fs`` (a future or a list; default: every call of this executor); returns ``(done, not_done)``.
+        ``return_when``: ``wren.ALL_COMPLETED`` (default), ``wren.ANY_COMPLETED``, ``wren.ALWAYS`` (return at once) or a
+        percentage (an int 1..100) of the calls. With ``throw_except=True`` the first failed call's exception is raised as
+        soon as it is known. ``timeout`` (seconds) bounds the wait. ``show_progressbar``: draw a progress bar (if
+        ``wren.progressbar``). ``download_results=True`` also fetches the finished calls' results. The peers'
+        ``threadpool_size``/``wait_dur_sec`` are accepted."""
         waiting.check_wait_args(return_when, timeout)
         compat.check_peer_wait_options(peer_options)
         fs = self._select(fs)
@@ -362,14 +387,11 @@ class FunctionExecutor:
     @user_facing
     def get_result(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None,
                    show_progressbar: bool = True, **peer_options: Any) -> Any:
-        """Wait for calls and return their results in order.
-
-        With no ``fs``: every future of this executor whose result was not returned yet, in
-        submission order (a single value when that is one ``call_async`` future or one
-        reducer). The map futures of a ``map_reduce`` are left out: its reducer's value is
-        returned. A failed call re-raises its exception, or gives ``None`` with
-        ``throw_except=False``.
-        """
+        """Wait for the calls ``fs`` (a future or a list) and return their results in order; ``show_progressbar`` as for
+        :meth:`wait`; after ``timeout`` seconds raises :class:`wren.WaitTimeoutError`. With no ``fs``: every future of this
+        executor whose result was not returned yet, in submission order (a single value when that is one ``call_async``
+        future or one reducer). The map futures of a ``map_reduce`` are left out: its reducer's value is returned. A
+        failed call re-raises its exception, or gives ``None`` with ``throw_except=False``."""
         compat.check_peer_wait_options(peer_options)
         if fs is None:
             selected, single = mapreduce.results_wanted([f for f in self.futures if not f._read], explicit=False)
@@ -384,7 +406,7 @@ class FunctionExecutor:
         return results[0] if single else results
 
     async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
-        """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same parameters."""
+        """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same ``fs``, ``throw_except``, ``timeout``."""
         from wren.client.completion import await_ready, run_off_loop
 
         selected = [f for f in self.futures if not f._read and not f.internal] if fs is None else self._select(fs)
@@ -393,7 +415,7 @@ class FunctionExecutor:
 
     # -- reattaching, cleaning, reporting -------------------------------------------------------
     def attach(self, executor_id: str) -> list[ResponseFuture]:
-        """Reattach to the jobs of an executor whose client is gone (crashed, killed) and
+        """Reattach to the jobs of the executor ``executor_id`` whose client is gone (crashed, killed) and
         return their futures, to wait for and read as usual (``get_result(futures)``).
 
         Works for backends whose calls outlive the client (every cloud backend); the record
@@ -412,10 +434,10 @@ class FunctionExecutor:
 
     def clean(self, fs: Any = None, cs: Any = None, clean_cloudobjects: bool = True, force: bool = True,
               **peer_options: Any) -> int:
-        """Delete temporary data: the given futures' jobs, or everything of this executor (and
-        of executors it reattached to), and the cloud objects ``cs``. Returns the number of
-        objects removed. ``force`` (Lithops) is accepted: wren cleans only on request or at
-        close, so there is nothing unfinished to keep."""
+        """Delete temporary data: the jobs of the futures ``fs``, or everything of this executor (and of executors it
+        reattached to), and the cloud objects ``cs``; ``clean_cloudobjects=False`` keeps the cloud objects calls made.
+        Returns the number of objects removed. ``force`` (Lithops) is accepted: wren cleans only on request or at close,
+        so there is nothing unfinished to keep."""
         removed = compat.delete_cloudobjects(self.storage_backend, cs)
         if cs is not None and fs is None:
             return removed
@@ -469,6 +491,21 @@ def function_executor(backend: str | None = None, storage: str | None = None,
     ``docker`` or any installed plugin. ``storage``: ``localhost``, ``ibm_cos``... ``config``:
     a dict of sections (see :mod:`wren.config`). Other keyword arguments set keys of the
     ``wren`` section (``clean_on_exit=False``, ``runtime_timeout=60``...).
+
+    :param backend: the compute backend (default: the config's ``wren.backend``).
+    :param storage: the storage backend (default: the config's ``wren.storage``).
+    :param config: a dict of config sections, used instead of the config file and environment
+        (default: those).
+    :param runtime: the runtime (container image) the workers run, for backends that have
+        runtimes (default: the backend's own).
+    :param runtime_memory: memory of each worker in MB, for backends that set one.
+    :param log_level: the ``wren`` logger's level (``"INFO"``, ``"DEBUG"``...; default: left alone).
+    :param max_workers: how many calls run at once (default: the backend's).
+    :param monitoring: how the client learns that calls finished: ``storage`` (the default,
+        polls storage) or a monitor plugin such as ``rabbitmq``.
+    :returns: a :class:`FunctionExecutor` (a context manager: ``with`` closes it).
+    :raises ConfigError: for an invalid or incomplete config.
+    :raises PluginError: when a named backend, storage or monitor is not installed.
     """
     return FunctionExecutor(backend=backend, storage=storage, config=config, runtime=runtime,
                             runtime_memory=runtime_memory, log_level=log_level, max_workers=max_workers,
@@ -476,7 +513,10 @@ def function_executor(backend: str | None = None, storage: str | None = None,
 
 
 class LocalhostExecutor(FunctionExecutor):
-    """Lithops' ``LocalhostExecutor``: a :class:`FunctionExecutor` on the localhost backend."""
+    """Lithops' ``LocalhostExecutor``: a :class:`FunctionExecutor` on the localhost backend.
+
+    Takes :func:`wren.function_executor`'s keyword arguments but ``backend`` (always ``localhost``).
+    """
 
     def __init__(self, **kwargs: Any):
         kwargs["backend"] = "localhost"
@@ -484,7 +524,11 @@ class LocalhostExecutor(FunctionExecutor):
 
 
 class ServerlessExecutor(FunctionExecutor):
-    """Lithops' ``ServerlessExecutor``: a :class:`FunctionExecutor` on the configured backend."""
+    """Lithops' ``ServerlessExecutor``: a :class:`FunctionExecutor` on the configured backend.
+
+    Takes :func:`wren.function_executor`'s ``backend``, ``storage``, ``config``, ``runtime``, ``runtime_memory``,
+    ``log_level``, ``max_workers`` and ``monitoring`` (documented there).
+    """
 
 
 def local_executor(**kwargs: Any) -> FunctionExecutor:

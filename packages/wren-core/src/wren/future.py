@@ -114,7 +114,17 @@ def contains_futures(value: Any) -> bool:
 
 
 class ResponseFuture:
-    """One call's future. Thread-safe; picklable (a function may return futures)."""
+    """One call's future. Thread-safe; picklable (a function may return futures).
+
+    Executors make them; users do not build futures themselves.
+
+    :param executor_id: the id of the executor that submitted the call.
+    :param job_id: the id of the call's job within that executor.
+    :param call_id: the call's id within its job (a zero-padded number).
+    :param job_prefix: the storage prefix under which the job keeps its data.
+    :param bucket: the storage bucket of that data.
+    :param kind: ``map``, ``async`` (``call_async``) or ``reduce``.
+    """
 
     def __init__(
         self,
@@ -149,10 +159,12 @@ class ResponseFuture:
     # -- identity -------------------------------------------------------------------------------
     @property
     def job_key(self) -> str:
+        """The call's job, as ``"<executor_id>/<job_id>"``."""
         return f"{self.executor_id}/{self.job_id}"
 
     @property
     def key(self) -> tuple[str, str]:
+        """The call's identity: the pair (:attr:`job_key`, ``call_id``)."""
         return (self.job_key, self.call_id)
 
     def __repr__(self) -> str:
@@ -172,6 +184,7 @@ class ResponseFuture:
     # -- state ----------------------------------------------------------------------------------
     @property
     def status(self) -> str:
+        """The call's state: ``new``, ``invoked``, ``running``, ``success`` or ``error``."""
         return self._state
 
     @property
@@ -191,15 +204,18 @@ class ResponseFuture:
 
     @property
     def success(self) -> bool:
+        """The call finished without raising (its result may not have been read yet)."""
         return self._state == SUCCESS
 
     # the peers' other state names (Lithops, PyWren for IBM Cloud)
     @property
     def new(self) -> bool:
+        """The call was not invoked yet."""
         return self._state == NEW
 
     @property
     def invoked(self) -> bool:
+        """The call was invoked and has not started on a worker yet."""
         return self._state == INVOKED
 
     @property
@@ -251,6 +267,8 @@ class ResponseFuture:
 
     @property
     def error_kind(self) -> str | None:
+        """How a failed call failed: ``user`` (the function raised), ``timeout``, ``worker_died``
+        or ``system``; ``None`` while the call has not failed (or when the worker did not say)."""
         return (self._status or {}).get("error_kind")
 
     # -- results --------------------------------------------------------------------------------
@@ -319,6 +337,8 @@ class ResponseFuture:
         return self._secret
 
     def exception(self) -> BaseException | None:
+        """The exception the call failed with (rebuilt on the client, with the remote traceback as
+        its cause), without waiting: ``None`` when the call succeeded or has not finished yet."""
         if not self.ready:
             return None
         self._decode()
@@ -330,6 +350,11 @@ class ResponseFuture:
 
         With ``throw_except=False`` a failed call returns ``None``. If the function returned
         futures of its own executor, their results are waited for and returned instead.
+
+        :param throw_except: re-raise the call's exception (default) or return ``None`` for it.
+        :param timeout: seconds to wait for the call (default: no limit).
+        :raises WaitTimeoutError: when the call has not finished after ``timeout`` seconds.
+        :raises RuntimeError: when the future is not attached to an executor.
         """
         if not self.ready:
             if self._executor is None:

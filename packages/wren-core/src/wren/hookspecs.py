@@ -37,7 +37,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @dataclasses.dataclass(frozen=True)
 class ComputeBackendSpec:
-    """A compute backend a plugin offers: ``backend=name`` picks it."""
+    """A compute backend a plugin offers: ``backend=name`` picks it.
+
+    :param name: the word users write in ``backend=`` and the name of its config section.
+    :param backend_class: the :class:`~wren.compute.base.ComputeBackend` subclass to build.
+    :param config_class: the dataclass of its config section (``None``: it has no keys).
+    :param description: a one-line description for people (default: empty).
+    """
 
     name: str
     backend_class: type[ComputeBackend]
@@ -48,7 +54,13 @@ class ComputeBackendSpec:
 
 @dataclasses.dataclass(frozen=True)
 class StorageBackendSpec:
-    """A storage backend a plugin offers: ``storage=name`` picks it."""
+    """A storage backend a plugin offers: ``storage=name`` picks it.
+
+    :param name: the word users write in ``storage=`` and the name of its config section.
+    :param backend_class: the :class:`~wren.storage.base.StorageBackend` subclass to build.
+    :param config_class: the dataclass of its config section (``None``: it has no keys).
+    :param description: a one-line description for people (default: empty).
+    """
 
     name: str
     backend_class: type[StorageBackend]
@@ -58,7 +70,13 @@ class StorageBackendSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MonitorSpec:
-    """A way for the client to learn that calls finished: ``monitoring=name`` picks it."""
+    """A way for the client to learn that calls finished: ``monitoring=name`` picks it.
+
+    :param name: the word users write in ``monitoring=`` and the name of its config section.
+    :param monitor_class: the :class:`~wren.monitor.Monitor` subclass to build.
+    :param config_class: the dataclass of its config section (``None``: it has no keys).
+    :param description: a one-line description for people (default: empty).
+    """
 
     name: str
     monitor_class: type[Monitor]

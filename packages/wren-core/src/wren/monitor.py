@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
 
 class Monitor(abc.ABC):
-    """Learns of finished calls. Implementations call ``on_status(future, record)``."""
+    """Learns of finished calls. Implementations call ``on_status(future, record)``.
+
+    :param storage: the executor's :class:`~wren.storage.base.StorageBackend`.
+    :param on_status: called with a future and its status record (a dict) when the call finished.
+    :param on_error: called with a future and the exception when learning its outcome failed.
+    :param interval: seconds between polls (``wren.monitor_interval``), for monitors that poll.
+    :param config: the parsed config section of the monitor (``None`` when it has none).
+    """
 
     def __init__(
         self,

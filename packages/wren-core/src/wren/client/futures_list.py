@@ -16,7 +16,12 @@ from wren.future import ResponseFuture
 
 
 class FuturesList(list):  # type: ignore[type-arg]
-    """Futures of one executor, with the next step's methods."""
+    """Futures of one executor, with the next step's methods.
+
+    :param futures: the :class:`~wren.future.ResponseFuture` instances it holds (default: none).
+    :param executor: the :class:`~wren.executor.FunctionExecutor` that made them (default: found
+        from the futures when first needed).
+    """
 
     def __init__(self, futures: Iterable[ResponseFuture] = (), executor: Any = None):
         super().__init__(futures)
@@ -41,7 +46,10 @@ class FuturesList(list):  # type: ignore[type-arg]
 
     def map(self, map_function: Callable[..., Any], sync: bool = False, **kwargs: Any) -> FuturesList:
         """Run ``map_function`` once per result of these futures (``sync=True`` waits for them
-        on the client first)."""
+        on the client first). ``kwargs`` are :meth:`FunctionExecutor.map`'s options. Returns this
+        list, now holding the new step's futures.
+
+        :raises RuntimeError: when the futures have no (single) executor."""
         ex = self._owner()
         if sync:
             ex.wait(list(self), show_progressbar=False)
@@ -49,15 +57,28 @@ class FuturesList(list):  # type: ignore[type-arg]
 
     def map_reduce(self, map_function: Callable[..., Any], reduce_function: Callable[..., Any],
                    sync: bool = False, **kwargs: Any) -> FuturesList:
+        """Map ``map_function`` over the results of these futures, then reduce the map results
+        with ``reduce_function``, as :meth:`FunctionExecutor.map_reduce` (whose options
+        ``kwargs`` are). Returns this list, now holding the new step's futures.
+
+        :param map_function: the function run once per result of these futures.
+        :param reduce_function: the function that gets the list of map results.
+        :param sync: wait for these futures on the client first (default: the workers resolve them).
+        :raises RuntimeError: when the futures have no (single) executor.
+        """
         ex = self._owner()
         if sync:
             ex.wait(list(self), show_progressbar=False)
         return self._chain(ex.map_reduce(map_function, list(self), reduce_function, **kwargs))
 
     def wait(self, **kwargs: Any) -> Any:
+        """Wait for the futures of every step, as :meth:`FunctionExecutor.wait` (whose keyword
+        arguments ``kwargs`` are); returns its ``(done, not_done)`` lists."""
         return self._owner().wait(self.steps, **kwargs)
 
     def get_result(self, **kwargs: Any) -> Any:
+        """The results of the last step, as :meth:`FunctionExecutor.get_result` (whose keyword
+        arguments ``kwargs`` are) returns them; raises what it raises."""
         return self._owner().get_result(self.steps, **kwargs)
 
     def __reduce__(self) -> Any:  # pickles as a plain list (a call may return it)

@@ -312,7 +312,7 @@ class Storage:
             raise InvalidInputError("delete_cobject takes a cloud object, or bucket= and key=")
 
     def delete_cobjects(self, cloudobjects: Iterable[CloudObject]) -> None:
-        """PyWren 1.x's name of :meth:`delete_cloudobjects`."""
+        """PyWren 1.x's name of :meth:`delete_cloudobjects` (same ``cloudobjects``)."""
         self.delete_cloudobjects(cloudobjects)
 
     # -- Lithops' file helpers ------------------------------------------------------------------
