@@ -91,3 +91,27 @@ def test_every_scheme_of_s3_storage_reaches_the_object(fexec, cos_section, corpu
     bucket = cos_section["storage_bucket"]
     url = f"{scheme}://{bucket}/{corpus}c/d.txt"
     assert fexec.get_result(fexec.map(obj_text, [url])) == [TEXTS["c/d.txt"]]
+
+
+def test_wren_clean_spares_a_live_executor_on_s3(cos_section):
+    """The lease lives in the bucket: `wren clean` from another process leaves the data of a
+    running executor alone, and --force removes it."""
+    import os
+    import subprocess
+    import sys
+
+    config = {"wren": {"storage": "ibm_cos", "clean_on_exit": False}, "ibm_cos": cos_section}
+    env = dict(os.environ, **{f"WREN_IBM_COS__{k.upper()}": str(v) for k, v in cos_section.items()},
+               WREN_STORAGE="ibm_cos")
+    with wren.function_executor(config=config) as ex:
+        ex.get_result(ex.map(double, [b"q" * 200_000]))
+        st, prefix = ex.storage_backend, ex.prefix + "/"
+        assert st.list_keys(cos_section["storage_bucket"], prefix)
+        r = subprocess.run([sys.executable, "-m", "wren.cli", "clean"], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "still running" in r.stdout and st.list_keys(cos_section["storage_bucket"], prefix)
+        r = subprocess.run([sys.executable, "-m", "wren.cli", "clean", "--force"], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert st.list_keys(cos_section["storage_bucket"], prefix) == []
