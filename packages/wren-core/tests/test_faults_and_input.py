@@ -250,3 +250,28 @@ def test_a_failed_map_call_fails_the_reducer_not_map_reduce():
         with pytest.raises(KeyError, match="two"):
             fs[-1].result()
         assert [f.result() for f in fs[:2]] == [0, 1]
+
+
+def lookup_key(d):
+    return d["missing"]  # the raising line
+
+
+def test_a_calls_failure_carries_its_frames_at_their_real_lines():
+    """Rebuilt remote frames start at the function's first line and stand at the raising line,
+    so IPython points at the right line (it was one off), and wren's client frames are gone."""
+    import inspect
+
+    with wren.function_executor() as ex:
+        with pytest.raises(KeyError) as info:
+            ex.get_result(ex.call_async(lookup_key, ({},)))
+    frames = []
+    tb = info.value.__traceback__
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    remote = [t for t in frames if t.tb_frame.f_code.co_name == "lookup_key"]
+    first = inspect.getsourcelines(lookup_key)[1]
+    assert remote and remote[-1].tb_lineno == first + 1
+    assert remote[-1].tb_frame.f_code.co_firstlineno == first
+    wren_frames = [t for t in frames if t.tb_frame.f_globals.get("__name__", "").startswith("wren.")]
+    assert len(wren_frames) <= 1  # only the frame that re-raises it

@@ -21,7 +21,7 @@ from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
 from wren.executor import ANY_COMPLETED, FunctionExecutor
-from wren.future import ResponseFuture
+from wren.future import _is_wren_frame, ResponseFuture
 
 logger = logging.getLogger("wren.concurrent")
 
@@ -186,7 +186,10 @@ def _settle(wf: ResponseFuture, fut: cf.Future[Any]) -> None:
     try:
         value = wf.result()
     except BaseException as exc:  # noqa: BLE001 - the call's exception is the future's
-        _set(fut, exc=exc)
+        tb = exc.__traceback__
+        while tb is not None and _is_wren_frame(tb.tb_frame):  # the call's frames, not wren's
+            tb = tb.tb_next
+        _set(fut, exc=exc.with_traceback(tb))
     else:
         _set(fut, value=value)
 

@@ -11,6 +11,7 @@ import functools
 import pickle
 import threading
 import time
+from types import TracebackType
 from typing import Any, Protocol
 from collections.abc import Callable, Generator
 
@@ -63,6 +64,11 @@ def rebuild_exception(status: dict[str, Any]) -> BaseException:
             exc.add_note(note)
         else:
             tb = f"{tb}{note}\n"
+    if status.get("frames"):
+        try:  # the call's frames at their real lines (tblib's stand-ins start at the raising line)
+            exc.__traceback__ = rebuild_traceback(status["frames"])
+        except Exception:  # noqa: BLE001 - keep tblib's
+            pass
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
         try:
@@ -90,9 +96,10 @@ def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             if not getattr(exc, "_wren_outcome", False):
                 raise  # wren's own error (a bug, bad input): every frame stays
-            # the call's own frames are in its RemoteTraceback (the cause), shown with the
-            # source lines; rebuilt frames would only confuse IPython's display of them
-            raise exc.with_traceback(None)  # noqa: B904 - the same exception, without wren's frames
+            tb = exc.__traceback__
+            while tb is not None and _is_wren_frame(tb.tb_frame):
+                tb = tb.tb_next
+            raise exc.with_traceback(tb)  # noqa: B904 - the same exception, without wren's frames
 
     return call
 
@@ -103,6 +110,52 @@ def _mark_outcome(exc: BaseException) -> BaseException:
     except Exception:  # an exception type without attributes: its frames stay
         pass
     return exc
+
+
+def rebuild_traceback(frames: list[Any]) -> TracebackType | None:
+    """A traceback of stand-in frames, one per ``(file, function, line, first line)`` record
+    the worker sent: each at its file and line, in a code object that starts at the function's
+    first line (so IPython finds the function and points at the raising line), and whose raise
+    spans the whole source line (so no caret range that is not the real one is drawn)."""
+    import linecache
+    import sys
+
+    top: TracebackType | None = None
+    last: TracebackType | None = None
+    for filename, name, lineno, firstlineno in frames:
+        lineno, first = int(lineno), min(int(firstlineno), int(lineno)) or 1
+        line = linecache.getline(filename, lineno)
+        indent, width = len(line) - len(line.lstrip()), len(line.strip())
+        # the raise stands where the real statement does and is as long (padded inside
+        # parentheses), so no caret range is drawn under a statement it is not
+        body = "raise _w" if width < 10 else "raise (_w" + " " * (width - 10) + ")"
+        if indent and lineno > first:
+            source = "\n" * (lineno - first - 1) + "if 1:\n" + " " * indent + body
+        else:
+            source = "\n" * (lineno - first) + body
+        try:
+            code = compile(source, filename, "exec").replace(co_name=name, co_firstlineno=first)
+            exec(code, {"_w": _FrameMarker(), "__name__": "wren-remote-call"})  # noqa: S102
+        except _FrameMarker:
+            made = sys.exc_info()[2]
+            made = made.tb_next if made is not None else None
+        except Exception:  # noqa: BLE001 - a frame that cannot be rebuilt is left out
+            continue
+        else:  # pragma: no cover - the code always raises
+            continue
+        if made is None:
+            continue
+        made.tb_next = None
+        if last is None:
+            top = made
+        else:
+            last.tb_next = made
+        last = made
+    return top
+
+
+class _FrameMarker(Exception):
+    pass
 
 
 def contains_futures(value: Any) -> bool:

@@ -48,6 +48,7 @@ def exception_payload(exc: BaseException, note: str | None = None) -> dict[str, 
         "traceback": tb_text,
         "exception": None,
         "call_note": note,
+        "frames": tracebacks.frame_records(exc.__traceback__),
     }
     try:
         from tblib import pickling_support

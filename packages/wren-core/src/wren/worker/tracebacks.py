@@ -71,6 +71,17 @@ def hide_internal_frames(exc: BaseException) -> None:
         e.__traceback__ = keep[0]
 
 
+def frame_records(tb: TracebackType | None) -> list[tuple[str, str, int, int]]:
+    """``(file, function, line, the function's first line)`` of each frame of ``tb``: what the
+    client needs to rebuild frames that debuggers and IPython show at the right lines."""
+    out = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        out.append((code.co_filename, code.co_name, tb.tb_lineno, code.co_firstlineno))
+        tb = tb.tb_next
+    return out
+
+
 def call_note(job_key: str, call_id: str, func_name: str, arguments: Any) -> str:
     """``wren: call 00003 of job EXEC/M000, square(3)``."""
     if arguments is None:
