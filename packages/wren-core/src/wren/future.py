@@ -352,14 +352,11 @@ class ResponseFuture:
                     raise SerializationError(f"the status of call {self.call_id} of job {self.job_key} holds no result")
                 value = serialize.loads(data, f"the result of call {self.call_id}")
                 del data
-            except StorageNoSuchKeyError:
-                refused = StorageNoSuchKeyError(
-                    f"the result of call {self.call_id} of job {self.job_key} is no longer in storage: the "
-                    "executor's data was cleaned (clean(), or closing it) before the result was read")
-                with self._lock:
-                    self._exception, self._state, self._decoded = refused, ERROR, True
-                return
             except (SerializationError, StorageError) as refused:  # refused or unreadable: this call fails, not the others
+                if isinstance(refused, StorageNoSuchKeyError):
+                    refused = StorageNoSuchKeyError(
+                        f"the result of call {self.call_id} of job {self.job_key} is no longer in storage: the "
+                        "executor's data was cleaned (clean(), or closing it) before the result was read")
                 with self._lock:
                     self._exception = refused
                     self._state = ERROR

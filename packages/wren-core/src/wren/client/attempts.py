@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import pickle
-import random
 import threading
 import time
 from typing import Any
 from collections.abc import Callable
 
 from wren import serialize
+from wren.backoff import backoff
 from wren.config import WrenConfig
 from wren.keys import status_key
 from wren.worker.runtime import exception_payload
@@ -47,10 +47,6 @@ def exception_names(retry_on: Any) -> list[str]:
             )
     return names
 
-
-def backoff(retries_used: int) -> float:
-    """Seconds before retry number ``retries_used + 1``: 0.5 s doubling, at most 30 s, ±20%."""
-    return float(min(30.0, 0.5 * 2 ** retries_used) * random.uniform(0.8, 1.2))
 
 
 class Attempts:

@@ -10,11 +10,11 @@ credentials, or an ``OSError``) is sent again after a jittered back-off that dou
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import IO, Any, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
+from wren.backoff import backoff
 from wren.errors import (
     StorageAuthError,
     StorageError,
@@ -67,7 +67,7 @@ class RetryingStorage(StorageBackend):
                 left = deadline - time.monotonic()
                 if not transient(exc) or left <= 0:
                     raise
-                delay = min(left, min(30.0, 0.5 * 2 ** tries) * random.uniform(0.8, 1.2))
+                delay = min(left, backoff(tries))
                 tries += 1
                 logger.info("storage %s failed (%s); retry %d in %.1f s", what, exc, tries, delay)
                 time.sleep(delay)
