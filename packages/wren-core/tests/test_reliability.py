@@ -152,3 +152,59 @@ def test_attach_unknown_executor():
     with wren.function_executor() as ex:
         with pytest.raises(wren.InvalidInputError, match="no record of executor"):
             ex.attach("deadbeef-0")
+
+
+# -- the watchdog runs whoever waits: await, as_completed, a done callback ------------------------
+
+class _BlackHoleBackend(wren.ComputeBackend):
+    """Accepts every invocation and runs nothing: each call's worker is lost without a word."""
+
+    name = "blackhole"
+    runs_locally = True
+
+    def invoke(self, job, calls, channel):
+        pass
+
+
+class _BlackHolePlugin:
+    @wren.hookimpl
+    def wren_compute_backends(self):
+        return [wren.ComputeBackendSpec("blackhole", _BlackHoleBackend, None)]
+
+
+@pytest.fixture
+def lost_calls(monkeypatch):
+    """An executor whose calls are lost, failed as lost half a second past their 1 s timeout."""
+    from wren.client.attempts import Attempts
+
+    monkeypatch.setattr(Attempts, "LOST_GRACE", 0.5)
+    pm = plugins.create_plugin_manager(load_entry_points=False)
+    pm.register(_BlackHolePlugin(), name="blackhole-plugin")
+    with plugins.use_plugin_manager(pm):
+        with wren.function_executor(backend="blackhole", runtime_timeout=1) as ex:
+            yield ex
+
+
+def test_await_ends_a_lost_call(lost_calls):
+    import asyncio
+
+    fut = lost_calls.call_async(abs, -1)
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(fut, return_exceptions=True), 30)
+
+    (outcome,) = asyncio.run(main())
+    assert isinstance(outcome, wren.errors.CallTimeoutError) and "lost" in str(outcome)
+
+
+def test_as_completed_and_callbacks_end_lost_calls(lost_calls):
+    import threading
+
+    called = threading.Event()
+    lone = lost_calls.call_async(abs, -2)
+    lone.add_done_callback(lambda f: called.set())  # nobody waits for this one
+    futures = lost_calls.map(abs, [-3, -4])
+    finished = list(wren.as_completed(futures, timeout=30))
+    assert sorted(f.call_id for f in finished) == sorted(f.call_id for f in futures)
+    assert all(isinstance(f.exception(), wren.errors.CallTimeoutError) for f in finished)
+    assert called.wait(30) and isinstance(lone.exception(), wren.errors.CallTimeoutError)

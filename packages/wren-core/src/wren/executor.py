@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from wren import job as jobmod
 from wren.client import compat, mapreduce, waiting
-from wren.client.attempts import Attempts, exception_names
+from wren.client.attempts import Attempts, Watchdog, exception_names
 from wren.client.calls import CallTracker
 from wren.client.dispatch import Dispatcher
 from wren.client.futures_list import FuturesList
@@ -137,6 +137,7 @@ class FunctionExecutor:
         self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed, self.storage_backend)
         self._calls = CallTracker(self._attempts.failed, self._finished)
         self.futures = self._calls.futures
+        self._watchdog = Watchdog(self._attempts, self._calls.failed, self.futures)
         self.monitor = monitor_spec.monitor_class(
             self.storage_backend, self._calls.on_status, self._calls.on_monitor_error, wcfg.monitor_interval,
             parse_section(monitor_spec.config_class, wcfg.monitoring, cfg.section(wcfg.monitoring))
@@ -185,6 +186,7 @@ class FunctionExecutor:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.stop()
         from wren.client import reporting
 
         try:
@@ -235,6 +237,7 @@ class FunctionExecutor:
             journal.write_executor(self.executor_id, self.prefix, self.bucket, self.storage_backend.name, self.backend,
                                    self._identity.secret, self._jobs)
         self._dispatch.send(job, calls, futures)
+        self._watchdog.kick()
         logger.info("job %s: %d call(s) of %s submitted", job.job_key, len(calls), job.func_name)
         return futures
 
@@ -371,7 +374,7 @@ class FunctionExecutor:
         bar = waiting.progress_bar(len(fs), show_progressbar and self.config.wren.progressbar)
         try:
             done, not_done = waiting.wait_for(
-                self._calls, fs, waiting.normalize_return_when(return_when), throw_except, timeout, bar, self._tick,
+                self._calls, fs, waiting.normalize_return_when(return_when), throw_except, timeout, bar, self._watchdog.tick,
                 lambda pending: waiting.describe_pending(pending, self._dispatch.pending, self.max_workers))
         except KeyboardInterrupt:
             self._dispatch.interrupted(fs)
@@ -379,10 +382,6 @@ class FunctionExecutor:
         if download_results:
             waiting.download(done)
         return FuturesList(done, self), FuturesList(not_done, self)
-
-    def _tick(self, fs: list[ResponseFuture]) -> None:
-        self._attempts.expire_overdue(fs, self._calls.failed)
-        self._attempts.speculate(fs)
 
     @user_facing
     def get_result(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None,
@@ -430,6 +429,7 @@ class FunctionExecutor:
         self._calls.add(futures)
         self._attached.append((executor_id, rec["prefix"]))
         self._dispatch.storage_monitor().watch(futures)
+        self._watchdog.kick()
         return futures
 
     def clean(self, fs: Any = None, cs: Any = None, clean_cloudobjects: bool = True, force: bool = True,

@@ -93,14 +93,17 @@ def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
         __tracebackhide__ = True  # noqa: F841 - read by pytest and IPython
         try:
             return fn(*args, **kwargs)
-        except BaseException as exc:
-            if not getattr(exc, "_wren_outcome", False):
+        except BaseException as call_failure:
+            if not getattr(call_failure, "_wren_outcome", False):
                 raise  # wren's own error (a bug, bad input): every frame stays
-            tb = exc.__traceback__
-            while tb is not None and _is_wren_frame(tb.tb_frame):
-                tb = tb.tb_next
-            raise exc.with_traceback(tb)  # noqa: B904 - the same exception, without wren's frames
+            its_frames = call_failure.__traceback__
+            while its_frames is not None and _is_wren_frame(its_frames.tb_frame):
+                its_frames = its_frames.tb_next
+            raise call_failure.with_traceback(its_frames)  # noqa: B904 (the call's exception, re-raised by wren)
 
+    # Python always lists the frame that raises: in a plain script this one shows, named after
+    # the method the user called (``in get_result``) and with the comment above as its line
+    call.__code__ = call.__code__.replace(co_name=fn.__name__)  # type: ignore[attr-defined]
     return call
 
 

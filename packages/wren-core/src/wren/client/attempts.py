@@ -53,6 +53,10 @@ class Attempts:
     """The attempts of one executor's calls. ``launch(future, job, call, attempt)`` starts
     another attempt; ``is_closed()`` says the executor closed (no more attempts)."""
 
+    #: seconds past a call's timeout (at least; 10 % of the timeout when more) after which a
+    #: call that sent nothing is failed as lost
+    LOST_GRACE = 30.0
+
     def __init__(self, config: WrenConfig, launch: Callable[[ResponseFuture, Job, Call, int], None],
                  is_closed: Callable[[], bool], storage: Any = None):
         self.config = config
@@ -183,7 +187,7 @@ class Attempts:
             start = f.stats.get("host_running_tstamp") or f.stats.get("host_submit_tstamp")
             limit = f.stats.get("timeout")
             if start and limit:
-                grace = max(30.0, 0.1 * limit)
+                grace = max(Attempts.LOST_GRACE, 0.1 * limit)
                 if now - start > limit + grace:
                     fail(
                         f.job_key, f.call_id,
@@ -192,3 +196,66 @@ class Attempts:
                             f"was started (timeout {limit:.0f} s): its worker was probably lost"
                         ),
                     )
+
+
+class Watchdog:
+    """The attempts' periodic duties (failing lost calls, speculation) for one executor, run
+    every :attr:`INTERVAL` seconds by a daemon thread while any of its calls is unfinished, so
+    that whoever waits — ``wait()``/``get_result()``, ``await future``, :func:`wren.as_completed`,
+    a done callback, or nobody — a lost call still ends. :meth:`kick` (each submission) starts
+    the thread; it ends after :attr:`IDLE` seconds with every call finished, or at :meth:`stop`.
+    ``wait()`` ticks through :meth:`tick` too: one tick at a time, at most one per interval."""
+
+    INTERVAL = 0.5
+    IDLE = 10.0
+
+    def __init__(self, attempts: Attempts, fail: Callable[[str, str, BaseException], None],
+                 futures: list[ResponseFuture]):
+        self._attempts = attempts
+        self._fail = fail
+        self._futures = futures  # the executor's list (it only grows)
+        self._ticking = threading.Lock()
+        self._state = threading.Lock()
+        self._last = 0.0
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def kick(self) -> None:
+        """Calls were submitted: make sure the thread runs."""
+        with self._state:
+            if self._thread is None and not self._stopped.is_set():
+                self._thread = threading.Thread(target=self._run, name="wren-watchdog", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def tick(self, fs: list[ResponseFuture]) -> None:
+        """Fail ``fs``' lost calls and back up their stragglers (skipped when another thread
+        is ticking or ticked less than an interval ago)."""
+        if time.monotonic() - self._last < 0.8 * self.INTERVAL or not self._ticking.acquire(blocking=False):
+            return
+        try:
+            self._last = time.monotonic()
+            self._attempts.expire_overdue(fs, self._fail)
+            self._attempts.speculate(fs)
+        finally:
+            self._ticking.release()
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while not self._stopped.wait(self.INTERVAL):
+            pending = [f for f in self._futures if not f.ready]
+            if pending:
+                idle_since = time.monotonic()
+                try:
+                    self.tick(pending)
+                except Exception as exc:  # noqa: BLE001 - e.g. a relaunch failing while closing
+                    logger.debug("watchdog: %s", exc)
+                continue
+            with self._state:
+                if time.monotonic() - idle_since > self.IDLE and not any(not f.ready for f in self._futures):
+                    self._thread = None  # the next kick starts another
+                    return
+        with self._state:
+            self._thread = None
