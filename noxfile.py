@@ -95,7 +95,7 @@ def notebook(session: nox.Session) -> None:
     """Run examples/notebook.ipynb in a real Jupyter kernel (nbclient) and check its outputs:
     the progress widget, inline plots, a later plain matplotlib plot, a remote traceback.
     The executed notebook is kept in .nox/notebook-executed.ipynb."""
-    session.install(f"{ROOT / 'packages' / 'wren-core'}[test]", "nbclient", "nbformat", "ipykernel", "ipywidgets")
+    session.install(f"{ROOT / 'packages' / 'wren-core'}[test,notebook]", "nbclient", "nbformat", "ipykernel")
     env = {"PYTHONPATH": str(ROOT / "testsupport"), "WREN_NOTEBOOK_OUT": str(ROOT / ".nox" / "notebook-executed.ipynb")}
     session.run("pytest", str(ROOT / "packages" / "wren-core" / "tests" / "test_notebook.py"), "-q", "-rs", env=env)
 

@@ -100,6 +100,16 @@ def test_shutdown_rejects_new_work_and_cancel_futures():
         ex.submit(square, 2)
 
 
+def test_shutdown_without_waiting_lets_submitted_calls_finish():
+    ex = wren.concurrent.Executor()
+    pending = [ex.submit(sleep_then, n, 0.5) for n in range(3)]
+    ex.shutdown(wait=False)
+    assert not all(f.done() for f in pending)  # it returned at once
+    assert [f.result(timeout=60) for f in pending] == [0, 1, 2]  # as the standard library's do
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 2)
+
+
 def test_shutdown_waits():
     with wren.concurrent.Executor() as ex:
         futs = [ex.submit(sleep_then, n, 0.2) for n in range(3)]

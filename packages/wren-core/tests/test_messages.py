@@ -1,4 +1,5 @@
 """What a user reads: the progress bar and its summary line."""
+import os
 import time
 
 import pytest
@@ -154,3 +155,86 @@ def test_ctrl_c_says_how_many_calls_were_cancelled(caplog):
         with pytest.raises(KeyboardInterrupt):
             fexec.wait(futures)
         assert "interrupted: 4 call(s) not finished were cancelled" in caplog.text
+
+
+SCRIPT = '''
+import asyncio, sys
+import wren, wren.concurrent
+from wren.multiprocessing import Pool
+
+def lookup(key):
+    table = {"a": 1}
+    return table[key]  # the user's failing line
+
+how = sys.argv[1]
+if how == "get_result":
+    with wren.function_executor() as fexec:
+        fexec.get_result(fexec.map(lookup, ["a", "missing"]))
+elif how == "pool_map":
+    with Pool(2) as pool:
+        pool.map(lookup, ["a", "missing"])
+elif how == "pool_apply_init":
+    with Pool(1, initializer=int) as pool:
+        pool.apply_async(lookup, ("missing",)).get(60)
+elif how == "imap":
+    with Pool(2) as pool:
+        list(pool.imap(lookup, ["a", "missing"]))
+elif how == "executor_map":
+    with wren.concurrent.Executor() as ex:
+        list(ex.map(lookup, ["a", "missing"]))
+elif how == "submit":
+    with wren.concurrent.Executor() as ex:
+        ex.submit(lookup, key="missing").result()
+elif how == "await":
+    async def main():
+        with wren.function_executor() as fexec:
+            return await fexec.call_async(lookup, "missing")
+    asyncio.run(main())
+elif how == "get_result_async":
+    async def main():
+        with wren.function_executor() as fexec:
+            return await fexec.get_result_async(fexec.map(lookup, ["missing"]))
+    asyncio.run(main())
+'''
+
+
+@pytest.mark.parametrize("how", ["get_result", "pool_map", "pool_apply_init", "imap", "executor_map", "submit",
+                                 "await", "get_result_async"])
+def test_every_interface_shows_the_users_frames_and_names_the_call(tmp_path, how):
+    """In a plain script, through each interface: the user's line, at most one line of wren
+    (the one that re-raises; Python lists it), a KeyError, and a note naming lookup('missing')."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "WREN_PROGRESSBAR": "0"})
+    err = out.stderr
+    assert out.returncode == 1, err
+    main = err.split("The above exception was the direct cause of the following exception:")[-1]
+    assert main.rstrip().splitlines()[-2:][0].startswith("KeyError: 'missing'"), main
+    assert "return table[key]  # the user's failing line" in main
+    note = main.splitlines()[-1]
+    assert note.startswith("wren: call ") and ("lookup('missing')" in note or "lookup(key='missing')" in note), main
+    wren_frames = [line for line in main.splitlines() if line.strip().startswith("File") and "/wren/" in line]
+    assert len(wren_frames) <= 1, main
+
+
+def reserved_names(x, storage=None, id=None):
+    return x, storage, id
+
+
+def test_concurrent_executor_fills_none_of_the_users_parameters():
+    import asyncio
+
+    import wren.concurrent
+
+    with wren.concurrent.Executor() as ex:
+        assert ex.submit(reserved_names, 1).result() == (1, None, None)
+        assert ex.submit(reserved_names, 1, id=5, storage="s").result() == (1, "s", 5)
+
+        async def via_loop():
+            return await asyncio.get_running_loop().run_in_executor(ex, reserved_names, 2)
+
+        assert asyncio.run(via_loop()) == (2, None, None)

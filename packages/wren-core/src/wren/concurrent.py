@@ -21,14 +21,26 @@ from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
 from wren.executor import ANY_COMPLETED, FunctionExecutor
-from wren.future import _is_wren_frame, ResponseFuture
+from wren.future import ResponseFuture, is_outcome, without_plumbing
+from wren.worker import tracebacks
 
 logger = logging.getLogger("wren.concurrent")
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
     """One call of ``Executor.map``: ``fn`` over each argument tuple of a chunk."""
-    return [fn(*args) for args in chunk]
+    return [_run_one(fn, args, {}) for args in chunk]
+
+
+def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``fn(*args, **kwargs)``, as the standard library's executors call it: wren fills no
+    parameter (a ``storage`` or ``id`` of ``fn`` is the caller's), and a failure's note names
+    ``fn`` and these arguments."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:
+        tracebacks.name_call(exc, fn, args, kwargs)
+        raise
 
 
 class Executor(cf.Executor):
@@ -76,7 +88,7 @@ class Executor(cf.Executor):
         """
         with self._lock:
             self._check_open()
-            wf = self._fexec.call_async(functools.partial(fn, *args, **kwargs), ())
+            wf = self._fexec.call_async(functools.partial(_run_one, fn, args, kwargs), ())
             return self._bridge(wf)
 
     def _bridge(self, wf: ResponseFuture) -> cf.Future[Any]:
@@ -155,10 +167,11 @@ class Executor(cf.Executor):
             return [self._bridge(wf) for wf in wfs]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Accept no more calls; with ``wait=True`` wait for the submitted ones, then close the
-        wren executor.
+        """Accept no more calls; the submitted ones still run (their futures settle), then the
+        wren executor closes.
 
-        :param wait: wait for the submitted calls before returning.
+        :param wait: wait for the submitted calls before returning (``False``: return at once,
+            the calls go on).
         :param cancel_futures: cancel the futures not finished yet (their calls may still run
             on the backend, but their results are dropped).
         """
@@ -169,15 +182,19 @@ class Executor(cf.Executor):
         if cancel_futures:
             for _, fut in bridged:
                 fut.cancel()
+        pending = [wf for wf, fut in bridged if not fut.done()]
         if wait:
-            pending = [wf for wf, fut in bridged if not fut.done()]
+            self._finish(pending)
+        else:  # the submitted calls still run and settle their futures, as the standard library's do
+            threading.Thread(target=self._finish, args=(pending,), name="wren-shutdown", daemon=True).start()
+
+    def _finish(self, pending: list[ResponseFuture]) -> None:
+        try:
             if pending:
                 self._fexec.wait(pending, throw_except=False, show_progressbar=False)
+        finally:
             self._settler.shutdown(wait=True)
             self._fexec.close()
-        else:
-            self._settler.shutdown(wait=False)
-            threading.Thread(target=self._fexec.close, name="wren-shutdown", daemon=True).start()
 
 
 def _settle(wf: ResponseFuture, fut: cf.Future[Any]) -> None:
@@ -186,10 +203,7 @@ def _settle(wf: ResponseFuture, fut: cf.Future[Any]) -> None:
     try:
         value = wf.result()
     except BaseException as exc:  # noqa: BLE001 - the call's exception is the future's
-        tb = exc.__traceback__
-        while tb is not None and _is_wren_frame(tb.tb_frame):  # the call's frames, not wren's
-            tb = tb.tb_next
-        _set(fut, exc=exc.with_traceback(tb))
+        _set(fut, exc=without_plumbing(exc))  # the call's frames, not wren's
     else:
         _set(fut, value=value)
 
@@ -205,9 +219,15 @@ def _set(fut: cf.Future[Any], value: Any = None, exc: BaseException | None = Non
 
 
 def _results(futures: list[cf.Future[Any]], end: float | None) -> Iterator[Any]:
+    __tracebackhide__ = True  # noqa: F841 - read by pytest and IPython
     try:
         for fut in futures:
-            chunk = fut.result(None if end is None else max(0.0, end - time.monotonic()))
+            try:
+                chunk = fut.result(None if end is None else max(0.0, end - time.monotonic()))
+            except BaseException as call_failure:
+                if not is_outcome(call_failure):
+                    raise  # wren's own error (a bug, bad input): every frame stays
+                raise without_plumbing(call_failure)  # noqa: B904 (the call's exception, re-raised by wren)
             yield from chunk
     finally:
         for fut in futures:

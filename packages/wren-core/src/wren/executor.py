@@ -404,6 +404,7 @@ class FunctionExecutor:
         results = waiting.collect(selected, not_done, timeout, throw_except)
         return results[0] if single else results
 
+    @user_facing
     async def get_result_async(self, fs: Any = None, throw_except: bool = True, timeout: float | None = None) -> Any:
         """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same ``fs``, ``throw_except``, ``timeout``."""
         from wren.client.completion import await_ready, run_off_loop

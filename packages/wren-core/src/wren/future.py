@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import functools
+import inspect
 import pickle
 import threading
 import time
@@ -78,15 +79,48 @@ def rebuild_exception(status: dict[str, Any]) -> BaseException:
     return exc
 
 
-def _is_wren_frame(frame: Any) -> bool:
+#: Modules whose frames only carry a call's outcome to the user: wren's own, and the standard
+#: library's futures, asyncio and threads that wren's interfaces hand it through.
+_PLUMBING = ("wren", "concurrent.futures", "asyncio", "threading")
+
+
+def _is_plumbing_frame(frame: Any) -> bool:
     name = str(frame.f_globals.get("__name__", ""))
-    return name == "wren" or name.startswith("wren.")
+    return any(name == p or name.startswith(p + ".") for p in _PLUMBING)
+
+
+def without_plumbing(exc: BaseException) -> BaseException:
+    """``exc`` with the leading frames of its traceback that are wren's or the standard
+    library's plumbing taken off (a call's own frames, which follow them, stay)."""
+    frames = exc.__traceback__
+    while frames is not None and _is_plumbing_frame(frames.tb_frame):
+        frames = frames.tb_next
+    return exc.with_traceback(frames)
+
+
+def is_outcome(exc: BaseException) -> bool:
+    """Whether ``exc`` is a call's failure (raised for the call), not wren's own error."""
+    return bool(getattr(exc, "_wren_outcome", False))
 
 
 def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """For the methods users call to get results: a call's failure is raised with wren's
-    client-side frames taken off (the user's own frames stay, and the call's frames are in its
-    cause, the RemoteTraceback); pytest and IPython hide the one frame that re-raises it."""
+    """For the methods users call to get results (plain or ``async``): a call's failure is
+    raised with wren's client-side frames taken off (the user's own frames stay, and the call's
+    frames are in its cause, the RemoteTraceback); pytest and IPython hide the one frame that
+    re-raises it."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # noqa: F841 - read by pytest and IPython
+            try:
+                return await fn(*args, **kwargs)
+            except BaseException as call_failure:
+                if not is_outcome(call_failure):
+                    raise  # wren's own error (a bug, bad input): every frame stays
+                raise without_plumbing(call_failure)  # noqa: B904 (the call's exception, re-raised by wren)
+
+        call_async.__code__ = call_async.__code__.replace(co_name=fn.__name__)  # type: ignore[attr-defined]
+        return call_async
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -94,12 +128,9 @@ def user_facing(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except BaseException as call_failure:
-            if not getattr(call_failure, "_wren_outcome", False):
+            if not is_outcome(call_failure):
                 raise  # wren's own error (a bug, bad input): every frame stays
-            its_frames = call_failure.__traceback__
-            while its_frames is not None and _is_wren_frame(its_frames.tb_frame):
-                its_frames = its_frames.tb_next
-            raise call_failure.with_traceback(its_frames)  # noqa: B904 (the call's exception, re-raised by wren)
+            raise without_plumbing(call_failure)  # noqa: B904 (the call's exception, re-raised by wren)
 
     # Python always lists the frame that raises: in a plain script this one shows, named after
     # the method the user called (``in get_result``) and with the comment above as its line
@@ -476,8 +507,13 @@ class ResponseFuture:
             except RuntimeError:  # the loop is gone (the await was cancelled and its loop ended)
                 pass
 
+        __tracebackhide__ = True  # noqa: F841 - read by pytest and IPython
         if not self.ready and self._executor is not None:  # unattached: result() explains
             self.add_done_callback(wake)
             yield from ready.__await__()
-        # decoding may read a stored result: do it off the event loop
-        return (yield from loop.run_in_executor(None, self.result).__await__())
+        try:  # decoding may read a stored result: do it off the event loop
+            return (yield from loop.run_in_executor(None, self.result).__await__())
+        except BaseException as call_failure:
+            if not is_outcome(call_failure):
+                raise  # wren's own error (a bug, bad input): every frame stays
+            raise without_plumbing(call_failure)  # noqa: B904 (the call's exception, re-raised by wren)

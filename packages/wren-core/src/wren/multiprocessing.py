@@ -25,6 +25,8 @@ from typing import Any
 from collections.abc import Callable, Iterable
 
 from wren.concurrent import Executor
+from wren.future import user_facing
+from wren.worker import tracebacks
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -40,7 +42,11 @@ def _with_initializer(token: str, initializer: Callable[..., Any], initargs: tup
         if token not in _initialized:
             initializer(*initargs)
             _initialized.add(token)
-    return func(*args, **kwargs)
+    try:
+        return func(*args, **kwargs)
+    except BaseException as exc:
+        tracebacks.name_call(exc, func, args, kwargs)  # the note names func, not this wrapper
+        raise
 
 
 class AsyncResult:
@@ -71,11 +77,13 @@ class AsyncResult:
             self._finish()
 
     def _finish(self) -> None:
-        try:
+        try:  # exception(), not result(): the call's exception keeps its own frames only
+            self._exc = next((e for e in (f.exception() for f in self._futures) if e is not None), None)
+        except cf.CancelledError as exc:  # terminate() dropped it
+            self._exc = exc
+        if self._exc is None:
             chunks = [f.result() for f in self._futures]
             self._value = chunks[0][0] if self._single else [v for c in chunks for v in c]
-        except BaseException as exc:  # noqa: BLE001 - the first failed call's exception
-            self._exc = exc
         try:
             if self._exc is None and self._callback is not None:
                 self._callback(self._value)
@@ -101,6 +109,7 @@ class AsyncResult:
         """
         self._event.wait(timeout)
 
+    @user_facing
     def get(self, timeout: float | None = None) -> Any:
         """The result when it arrives; re-raises a failed call's exception.
 
@@ -157,6 +166,7 @@ class IMapIterator:
     def __iter__(self) -> IMapIterator:
         return self
 
+    @user_facing
     def next(self, timeout: float | None = None) -> Any:
         """The next result.
 
@@ -233,6 +243,7 @@ class Pool:
         return futures
 
     # -- one call -------------------------------------------------------------------------------
+    @user_facing
     def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """``func(*args, **kwds)`` on the backend; blocks until the result is ready.
 
@@ -257,6 +268,7 @@ class Pool:
         return AsyncResult(self._submit(call, [tuple(args)], 1), True, callback, error_callback)
 
     # -- many calls -----------------------------------------------------------------------------
+    @user_facing
     def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
         """``[func(x) for x in iterable]``, the calls on the backend; blocks for the results.
 
@@ -280,6 +292,7 @@ class Pool:
         futures = self._submit(func, [(x,) for x in iterable], chunksize)
         return AsyncResult(futures, False, callback, error_callback)
 
+    @user_facing
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[Any]:
         """``[func(*args) for args in iterable]``; blocks for the results.
 

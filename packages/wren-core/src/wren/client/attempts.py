@@ -245,11 +245,11 @@ class Watchdog:
     def _run(self) -> None:
         idle_since = time.monotonic()
         while not self._stopped.wait(self.INTERVAL):
-            pending = [f for f in self._futures if not f.ready]
-            if pending:
+            busy = {f.job_key for f in self._futures if not f.ready}
+            if busy:
                 idle_since = time.monotonic()
-                try:
-                    self.tick(pending)
+                try:  # every call of the jobs still running (speculation compares with the finished)
+                    self.tick([f for f in self._futures if f.job_key in busy])
                 except Exception as exc:  # noqa: BLE001 - e.g. a relaunch failing while closing
                     logger.debug("watchdog: %s", exc)
                 continue

@@ -65,14 +65,36 @@ class Waiter:
         return self.return_when == ANY_COMPLETED and self.n_ready > 0
 
 
+_hinted = False
+
+
+def _bar_class() -> Any:
+    """``tqdm.auto``'s class; in a notebook without ipywidgets, the text bar, with a one-time
+    hint instead of tqdm's warning on every bar."""
+    global _hinted
+    from tqdm.auto import tqdm
+
+    if tqdm.__module__ == "tqdm.notebook":
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            if not _hinted:
+                _hinted = True
+                logger.warning("progress: a text bar; for the Jupyter widget, pip install 'wren-core[notebook]' "
+                               "(ipywidgets) and restart the kernel")
+            from tqdm.std import tqdm as text_tqdm
+
+            return text_tqdm
+    return tqdm
+
+
 class ProgressBar:
     """``tqdm.auto``: a widget in Jupyter, a bar in a terminal (or any stderr). Redrawn at
     least every :data:`REDRAW_EVERY` s while waiting, so elapsed time and counts move during
     long calls; closing it prints a one-line summary (calls, failed, wall time)."""
 
     def __init__(self, total: int):
-        from tqdm.auto import tqdm
-
+        tqdm = _bar_class()
         self._bar = tqdm(total=total, unit="call", leave=False, dynamic_ncols=True, file=sys.stderr,
                          desc="wren", mininterval=0.0)
         self._total = total

@@ -306,7 +306,7 @@ class WorkerRuntime:
             else:
                 err = exc
                 status["error_kind"] = "user"
-            status.update(exception_payload(err, tracebacks.call_note(job.job_key, call_id, job.func_name, arguments)))
+            status.update(exception_payload(err, tracebacks.call_note(job.job_key, call_id, job.func_name, arguments, exc)))
         logs_text = logs.getvalue()
         if len(logs_text) > self.MAX_LOG_CHARS:
             logs_text = logs_text[-self.MAX_LOG_CHARS:]

@@ -3,6 +3,7 @@ functions defined in a notebook cell or a script, whose source the client sends 
 wren's internal frames, and a note naming the call."""
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import reprlib
@@ -82,8 +83,27 @@ def frame_records(tb: TracebackType | None) -> list[tuple[str, str, int, int]]:
     return out
 
 
-def call_note(job_key: str, call_id: str, func_name: str, arguments: Any) -> str:
-    """``wren: call 00003 of job EXEC/M000, square(3)``."""
+def name_call(exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Say that ``exc`` was raised by ``fn(*args, **kwargs)``: for wrappers that run the user's
+    function inside a call (a chunk of a ``Pool.map``, a ``concurrent.futures`` submission), so
+    that the call's note names the user's function and input, not the wrapper. The innermost
+    wrapper's word stands; the note takes it off the exception again."""
+    while isinstance(fn, functools.partial):
+        fn, args, kwargs = fn.func, fn.args + tuple(args), {**fn.keywords, **kwargs}
+    if "_wren_call" not in getattr(exc, "__dict__", {"_wren_call": None}):
+        name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", "call")
+        try:
+            exc._wren_call = (name, (tuple(args), dict(kwargs)))  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - an exception type without attributes: the call's own note
+            pass
+
+
+def call_note(job_key: str, call_id: str, func_name: str, arguments: Any, exc: BaseException | None = None) -> str:
+    """``wren: call 00003 of job EXEC/M000, square(3)`` (what :func:`name_call` said of ``exc``
+    wins over the call's own function and arguments)."""
+    named = getattr(exc, "__dict__", {}).pop("_wren_call", None)
+    if named is not None:
+        func_name, arguments = named
     if arguments is None:
         return f"wren: call {call_id} of job {job_key} ({func_name})"
     args, kwargs = arguments
