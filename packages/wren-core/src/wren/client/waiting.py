@@ -69,12 +69,10 @@ _hinted = False
 
 
 def _bar_class() -> Any:
-    """``tqdm.auto``'s class; in a notebook without ipywidgets, the text bar, with a one-time
-    hint instead of tqdm's warning on every bar."""
+    """``tqdm.auto``'s class; in a Jupyter kernel without ipywidgets, the text bar, with a
+    one-time hint (instead of tqdm's warning, which names neither wren nor the fix)."""
     global _hinted
-    from tqdm.auto import tqdm
-
-    if tqdm.__module__ == "tqdm.notebook":
+    if "ipykernel" in sys.modules:
         try:
             import ipywidgets  # noqa: F401
         except ImportError:
@@ -85,6 +83,8 @@ def _bar_class() -> Any:
             from tqdm.std import tqdm as text_tqdm
 
             return text_tqdm
+    from tqdm.auto import tqdm
+
     return tqdm
 
 
