@@ -11,7 +11,6 @@ worker unpacks them once and puts them first on ``sys.path``.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import hmac
@@ -20,9 +19,7 @@ import os
 import pickle
 import site
 import sys
-import sysconfig
 import types
-import zipfile
 from typing import Any
 from collections.abc import Iterable
 
@@ -143,6 +140,8 @@ def loading_error(exc: BaseException, what: str) -> SerializationError:
 
 @functools.lru_cache(maxsize=1)
 def _system_dirs() -> tuple[str, ...]:
+    import sysconfig  # here, as ast and zipfile below: a worker never needs them
+
     dirs = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         p = sysconfig.get_paths().get(key)
@@ -333,6 +332,8 @@ def _modules_in(obj: Any, seen: set[int], out: set[str]) -> None:
 
 
 def _imports_of(module: types.ModuleType) -> set[str]:
+    import ast
+
     path = getattr(module, "__file__", None)
     if not path or not path.endswith(".py"):
         return set()
@@ -411,6 +412,8 @@ def _module_root(name: str) -> tuple[str, str]:
 
 def zip_modules(names: Iterable[str]) -> bytes | None:
     """A zip of the sources of the named top-level modules/packages (``None`` if none)."""
+    import zipfile
+
     names = sorted(set(names))
     if not names:
         return None

@@ -242,11 +242,12 @@ class Submitter:
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
+        signed = serialize.sign(ident.secret, package, func_key)
         if not ident.nested:  # a nested executor's data lives under its root's prefix
             self.lease.hold()
         with self._lock:
             if func_key not in self._uploaded:
-                self.storage_backend.put_object(self.bucket, func_key, serialize.sign(ident.secret, package, func_key))
+                self.storage_backend.put_object(self.bucket, func_key, signed)
                 self._uploaded.add(func_key)
         if aggregate is not None:
             self.storage_backend.put_object(self.bucket, data_key, aggregate)
@@ -276,6 +277,7 @@ class Submitter:
             retries=wcfg.retries,
             retry_on=list(wcfg.retry_on),
             resolve_futures=resolve_futures,
+            func_package=signed,
         )
         calls = []
         futures = []

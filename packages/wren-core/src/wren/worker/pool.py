@@ -11,9 +11,11 @@ watches them: a worker that dies fails the call it was running with :class:`Work
 (the calls queued behind it go to other workers) and is replaced; a call past its timeout has
 its worker killed and fails with :class:`CallTimeoutError`.
 
-Workers are fresh interpreters (``python -m wren.worker.poolworker``), not forks, so a
-user's script without an ``if __name__ == "__main__"`` guard is never re-run, and they run the
-same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
+Workers are forks of a *template*: a fresh interpreter the pool starts (never a fork of the
+user's process, so a user's script without an ``if __name__ == "__main__"`` guard is never
+re-run and the user's state is not inherited) that imports what workers need once; a worker,
+first or replacement, then starts in a millisecond or two (:mod:`wren.worker.poolworker`).
+They run the same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
 
 Using it from a backend (the whole contract; ``examples/wren-backend-subprocess`` is a complete
 plugin built on it)::
@@ -47,35 +49,28 @@ replaces the dead one). Each task ends in exactly one ``deliver`` or ``failed``.
 status is also written to storage follows ``job.store_results``. Channel methods are called
 from the pool's dispatcher thread: keep them quick and never block there.
 
-The pool is thread-safe. Its workers inherit the environment of the process at the time they
-start (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
+The pool is thread-safe. Its workers inherit the environment of the process at the time the
+pool starts (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
-import pickle
 import select
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
-from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
-from wren.records import Call, Job
+from wren.worker.procs import Task, TemplateProcess, WorkerProcess
 from wren.worker.stream import STREAM, read_result
 
+__all__ = ["Task", "WorkerPool"]
+
 logger = logging.getLogger("wren.pool")
-
-_JOB_CACHE = 128  # job records a worker remembers (the dispatcher mirrors the same LRU)
-
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
@@ -88,96 +83,6 @@ def _describe_exit(code: int | None) -> str:
         hint = " (the kernel's out-of-memory killer sends this)" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exited with status {code}"
-
-
-class _Worker:
-    def __init__(self, index: int):
-        self.index = index
-        parent, child = socket.socketpair()
-        env = dict(os.environ)
-        env["WREN_WORKER"] = "1"
-        # its own process group: a dead or stopped worker is killed with everything its calls
-        # started; it dies with this process (see wren.worker.poolworker)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno()), str(os.getpid())],
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            close_fds=True,
-            start_new_session=True,
-        )
-        child.close()
-        # readable when the process exits, even while its children keep the socket open
-        self.pidfd: int | None = None
-        try:
-            self.pidfd = os.pidfd_open(self.proc.pid)
-        except (AttributeError, OSError):  # not Linux >= 5.3: end of file on the socket tells
-            pass
-        self.conn = Connection(parent.detach())
-        self.fd = self.conn.fileno()
-        self._readable = select.poll()
-        self._readable.register(self.fd, select.POLLIN)
-        self.inflight: collections.deque[Task] = collections.deque()
-        self.jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.head_started = 0.0
-        self.dead = False
-
-    def send_task(self, task: Task) -> None:
-        key = task.job.job_key
-        if key in self.jobs:
-            self.jobs.move_to_end(key)
-        else:
-            self.send(("job", key, task.job))
-            self.jobs[key] = None
-            while len(self.jobs) > _JOB_CACHE:
-                old, _ = self.jobs.popitem(last=False)
-                self.send(("forget", old, None))
-        self.send(("call", key, task.call))
-        if not self.inflight:
-            self.head_started = time.monotonic()
-        self.inflight.append(task)
-
-    def send(self, msg: Any) -> None:
-        # plain pickle: Connection.send's ForkingPickler costs more per small message
-        self.conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def recv(self) -> Any:
-        return pickle.loads(self.conn.recv_bytes())
-
-    def has_data(self) -> bool:
-        return bool(self._readable.poll(0))
-
-    def close_pidfd(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-    def kill(self) -> None:
-        self.dead = True
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and what its calls started
-        except OSError:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-
-
-class Task:
-    """One call for the pool: ``owner`` groups calls under one concurrency cap (an executor),
-    ``channel`` hears of the call's start, status record, or failure."""
-
-    __slots__ = ("owner", "job", "call", "channel")
-
-    def __init__(self, owner: str, job: Job, call: Call, channel: ResultChannel):
-        self.owner = owner
-        self.job = job
-        self.call = call
-        self.channel = channel
 
 
 class _Owner:
@@ -222,7 +127,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._owners: dict[str, _Owner] = {}
         self._rr: collections.deque[str] = collections.deque()
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
+        self._template: TemplateProcess | None = None
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -287,8 +193,10 @@ class WorkerPool:
         except (BlockingIOError, OSError):
             pass
 
-    def _spawn(self, index: int) -> _Worker:
-        return _Worker(index)
+    def _spawn(self, index: int) -> WorkerProcess:
+        if self._template is None or self._template.dead:
+            self._template = TemplateProcess()
+        return WorkerProcess(index, self._template)
 
     def _next_task(self) -> Task | None:
         """Round-robin over owners with queued calls and room under their cap (lock held)."""
@@ -350,21 +258,12 @@ class WorkerPool:
                 if task.owner not in self._rr:
                     self._rr.append(task.owner)
 
-    def _worker_died(self, w: _Worker, error: BaseException | None = None) -> None:
-        if not w.dead:
-            w.kill()
-        try:
-            code = w.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+    def _fail_worker(self, w: WorkerProcess, error: BaseException) -> None:
+        """``w`` is gone: its running call fails with ``error``, the calls queued behind it go
+        back to the queue, a new worker takes its place."""
         w.close_pidfd()
         if w.inflight:
             head = w.inflight.popleft()
-            if error is None:
-                error = WorkerDiedError(
-                    f"the worker process running call {head.call.call_id} of job "
-                    f"{head.job.job_key} died: {_describe_exit(code)}"
-                )
             self._task_done(head)
             head.channel.failed(head.job.job_key, head.call.call_id, error)
             self._requeue(list(w.inflight))
@@ -373,26 +272,75 @@ class WorkerPool:
             idx = self._workers.index(w)
             self._workers[idx] = self._spawn(w.index)
 
+    def _worker_died(self, w: WorkerProcess, error: BaseException | None = None) -> None:
+        if not w.dead:
+            w.kill()
+        code = w.template.exit_code(w, timeout=5)
+        if error is None and w.inflight:
+            head = w.inflight[0]
+            error = WorkerDiedError(
+                f"the worker process running call {head.call.call_id} of job "
+                f"{head.job.job_key} died: {_describe_exit(code)}"
+            )
+        self._fail_worker(w, error or WorkerDiedError("the worker process died"))
+
+    def _template_died(self) -> None:
+        """The template process is gone (killed by someone): its workers die with it (their
+        parent-death signal), so each is killed, its call fails, and a new template starts."""
+        old = self._template
+        assert old is not None
+        old.dead = True
+        code = old.proc.poll()
+        if code is None:
+            old.proc.kill()
+        old.close(timeout=5)
+        code = old.proc.returncode if code is None else code
+        for w in list(self._workers):
+            if w.dead or w.template is not old:
+                continue
+            w.kill()
+            error = None
+            if w.inflight:
+                head = w.inflight[0]
+                error = WorkerDiedError(
+                    f"the worker process running call {head.call.call_id} of job {head.job.job_key} "
+                    f"died: the pool's template process, whose workers die with it, {_describe_exit(code)}"
+                )
+            self._fail_worker(w, error or WorkerDiedError("the template process died"))
+
+    def _watched(self) -> dict[int, tuple[Any, bool]]:
+        """The descriptors the dispatcher waits on: each live worker's socket and pidfd, the
+        template's control socket and pidfd."""
+        fds: dict[int, tuple[Any, bool]] = {}
+        t = self._template
+        if t is not None and not t.dead:
+            fds[t.fd] = (t, False)
+            if t.pidfd is not None:
+                fds[t.pidfd] = (t, True)
+        for w in self._workers:
+            if not w.dead:
+                fds[w.fd] = (w, False)
+                if w.pidfd is not None:  # readable when it exits
+                    fds[w.pidfd] = (w, True)
+        return fds
+
     def _run(self) -> None:
         self._workers = [self._spawn(i) for i in range(self.size)]
         self._started.set()
         try:
-            watched: list[_Worker] = []
+            watched: dict[int, tuple[Any, bool]] = {}
             poller = select.poll()
-            fds: dict[int, tuple[_Worker, bool]] = {}
             while not self._closed:
                 self._dispatch()
-                live = [w for w in self._workers if not w.dead]
-                if live != watched:  # a worker was replaced: watch the new set of descriptors
-                    watched, poller, fds = live, select.poll(), {}
-                    for w in live:
-                        fds[w.fd] = (w, False)
-                        if w.pidfd is not None:  # readable when it exits
-                            fds[w.pidfd] = (w, True)
+                fds = self._watched()
+                if fds.keys() != watched.keys() or any(fds[k][0] is not watched[k][0] for k in fds):
+                    watched, poller = fds, select.poll()
                     for fd in [*fds, self._wake_r]:
                         poller.register(fd, select.POLLIN)
                 timeout = self._next_deadline()
                 events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                # the template first: a worker's pid is known before its statuses are handled
+                events.sort(key=lambda e: not isinstance(watched.get(e[0], (None,))[0], TemplateProcess))
                 for fd, _ in events:
                     if fd == self._wake_r:
                         try:
@@ -400,30 +348,53 @@ class WorkerPool:
                         except BlockingIOError:
                             pass
                         continue
-                    w, exited = fds[fd]
-                    if w.dead:
+                    who, exited = watched[fd]
+                    if isinstance(who, TemplateProcess):
+                        if who is self._template and not who.dead and (exited or not who.read()):
+                            self._template_died()
                         continue
-                    self._drain(w)  # for an exit: what it sent before it exited
-                    if exited and not w.dead:
-                        self._worker_died(w)
+                    if who.dead:
+                        continue
+                    self._drain(who)  # for an exit: what it sent before it exited
+                    if exited and not who.dead:
+                        self._worker_died(who)
+                self._reaped()
                 self._check_deadlines()
         finally:
-            for w in self._workers:
-                try:
-                    w.send(("exit", None, None))
-                except (OSError, ValueError):
-                    pass
-            for w in self._workers:
-                try:
-                    w.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    pass
-                w.kill()  # and what its calls left running
-                w.close_pidfd()
+            self._stop_workers()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def _drain(self, w: _Worker) -> None:
+    def _reaped(self) -> None:
+        """Workers the template reported dead (where no pidfd told first)."""
+        t = self._template
+        if t is None or not t.exits:
+            return
+        for w in list(self._workers):
+            if not w.dead and w.pid in t.exits:
+                self._drain(w)
+                if not w.dead:
+                    self._worker_died(w)
+
+    def _stop_workers(self) -> None:
+        for w in self._workers:
+            try:
+                w.send(("exit", None, None))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 2
+        t = self._template
+        for w in self._workers:
+            if t is not None and not t.dead:
+                t.exit_code(w, max(0.0, deadline - time.monotonic()))
+            w.kill()  # and what its calls left running
+            w.close_pidfd()
+        if t is not None:
+            t.close(timeout=2)
+
+    def _drain(self, w: WorkerProcess) -> None:
+        if w.pid is None:  # its first message may come in before the template's answer
+            w.template.await_pid(w, timeout=1)
         while True:
             try:
                 if not w.has_data():
@@ -438,7 +409,7 @@ class WorkerPool:
             if msg == STREAM:  # a large result, unpickled as it arrives; its status follows
                 head = w.inflight[0]
                 try:
-                    value, error = read_result(w.conn.fileno(), f"the result of call {head.call.call_id}")
+                    value, error = read_result(w.conn, f"the result of call {head.call.call_id}")
                     msg = w.recv()
                 except (EOFError, OSError):
                     self._worker_died(w)
