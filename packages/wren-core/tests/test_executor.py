@@ -174,7 +174,8 @@ def test_worker_killed_mid_call():
         from wren.worker.pool import WorkerPool
 
         pool = WorkerPool._pools[ex.compute.size]
-        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call.call_id == slow.call_id)
+        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call.call_id == slow.call_id
+                      and w.inflight[0].job.job_key == slow.job_key)
         os.kill(worker.pid, signal.SIGKILL)
         t0 = time.time()
         with pytest.raises(wren.WorkerDiedError, match="SIGKILL"):

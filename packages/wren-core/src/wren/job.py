@@ -125,6 +125,12 @@ class Binder:
         # PyWren 1.x's ``url``: the partition of a URL, as ``obj`` (when there is no ``obj``)
         self.reserved["url"] = self.reserved["url"] and not self.reserved["obj"]
         self.data_param = "obj" if self.reserved["obj"] else "url" if self.reserved["url"] else None
+        # plain positional parameters only (the common case): a call with positional arguments
+        # binds when their number is in (required, all); no need to ask inspect each time
+        self._arity: tuple[int, int] | None = None
+        if self.sig is not None and not any(self.reserved.values()) and all(
+                p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values()):
+            self._arity = (sum(p.default is p.empty for p in params.values()), len(params))
 
     def bind_var(self, args: tuple, kwargs: dict, where: str) -> tuple[tuple, dict]:
         """A dict item whose keys name the ``*args``/``**kwargs`` parameters (as
@@ -183,6 +189,8 @@ class Binder:
         return (), {**named, **kwargs}
 
     def check(self, args: tuple, kwargs: dict, where: str) -> None:
+        if not kwargs and self._arity is not None and self._arity[0] <= len(args) <= self._arity[1]:
+            return
         taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]
         if taken:
             raise InvalidArgumentBindingError(
@@ -233,8 +241,9 @@ def pack_calls(
     ranges: list[tuple[int, int] | None] = []
     chunks: list[bytes] = []
     offset = 0
+    dumper = serialize.Dumper()
     for i, (args, kwargs) in enumerate(arguments):
-        data = serialize.dumps((args, kwargs), f"the arguments of call {i}")
+        data = dumper.dumps((args, kwargs), f"the arguments of call {i}")
         if len(data) > data_limit_bytes:
             raise DataLimitError(
                 f"call {i}'s data is {len(data) / 1e6:.1f} MB, over the {data_limit_bytes / 1e6:.1f} MB "

@@ -109,11 +109,43 @@ def dumps(obj: Any, what: str) -> bytes:
     try:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise SerializationError(
-            f"cannot pickle {what}: {type(exc).__name__}: {exc}. Pass picklable values "
-            "(open files, locks, sockets and generators are not): create such objects inside "
-            "the function instead"
-        ) from exc
+        raise pickling_error(exc, what) from exc
+
+
+def pickling_error(exc: BaseException, what: str) -> SerializationError:
+    """The error for ``what`` that failed to pickle with ``exc``: what to do about it."""
+    return SerializationError(
+        f"cannot pickle {what}: {type(exc).__name__}: {exc}. Pass picklable values "
+        "(open files, locks, sockets and generators are not): create such objects inside "
+        "the function instead"
+    )
+
+
+class Dumper:
+    """:func:`dumps` for many values in turn with one pickler: a new cloudpickle pickler costs
+    more than pickling a small value (cloudpickle supports many dumps on one pickler; each
+    starts here with an empty memo, as a new pickler would)."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._pickler: Any = None
+
+    def dumps(self, obj: Any, what: str) -> bytes:
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        pickler = self._pickler
+        if pickler is None:
+            pickler = self._pickler = cloudpickle.CloudPickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            pickler.clear_memo()
+            pickler.globals_ref = {}  # what functions of one value share
+        try:
+            pickler.dump(obj)
+        except Exception as exc:
+            self._pickler = None  # a fresh one after a failure
+            raise pickling_error(exc, what) from exc
+        return buf.getvalue()
 
 
 def loads(data: bytes | bytearray | memoryview, what: str) -> Any:

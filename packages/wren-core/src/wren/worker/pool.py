@@ -3,7 +3,7 @@ backend and of the container entry point, and a public helper for any backend th
 in local processes (see ``docs/plugins.md``).
 
 One pool per process and size serves every executor and job at call granularity. Calls wait in a
-queue per executor (its ``max_workers`` caps how many of them are in flight) and are taken
+queue per executor (its ``max_workers`` caps how many of them run at once) and are taken
 round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
 worker so it never idles, reads status records from the workers' pipes (no file per call; a
 large result is unpickled as it streams in, see :mod:`wren.worker.stream`), and
@@ -72,6 +72,10 @@ __all__ = ["Task", "WorkerPool"]
 
 logger = logging.getLogger("wren.pool")
 
+_SHORT_CALL = 0.002  # calls shorter than this (on average) are sent in batches of up to...
+_BATCH = 16  # ...calls in flight at each worker, refilled when half have finished
+_QUEUE_BEHIND = 0.01  # seconds: no call is queued at a worker whose call has run longer
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "its pipe closed"
@@ -86,12 +90,29 @@ def _describe_exit(code: int | None) -> str:
 
 
 class _Owner:
-    __slots__ = ("queue", "cap", "inflight")
+    """One owner's queued calls, and its calls in flight at each worker: a worker runs its
+    calls one at a time, so the owner has at most ``len(at)`` calls running, and its cap
+    limits that number (the calls it queues at a worker it has already count once)."""
+
+    __slots__ = ("queue", "cap", "inflight", "at")
 
     def __init__(self, cap: int):
         self.queue: collections.deque[Task] = collections.deque()
         self.cap = cap
         self.inflight = 0
+        self.at: dict[WorkerProcess, int] = {}
+
+    def sent(self, w: WorkerProcess) -> None:
+        self.inflight += 1
+        self.at[w] = self.at.get(w, 0) + 1
+
+    def settled(self, w: WorkerProcess) -> None:
+        self.inflight -= 1
+        left = self.at.get(w, 0) - 1
+        if left > 0:
+            self.at[w] = left
+        else:
+            self.at.pop(w, None)
 
 
 class WorkerPool:
@@ -129,6 +150,7 @@ class WorkerPool:
         self._rr: collections.deque[str] = collections.deque()
         self._workers: list[WorkerProcess] = []
         self._template: TemplateProcess | None = None
+        self._call_time = 1.0  # seconds a call runs at its worker (a moving average)
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -198,8 +220,9 @@ class WorkerPool:
             self._template = TemplateProcess()
         return WorkerProcess(index, self._template)
 
-    def _next_task(self) -> Task | None:
-        """Round-robin over owners with queued calls and room under their cap (lock held)."""
+    def _next_task(self, w: WorkerProcess) -> Task | None:
+        """The next call for worker ``w``: round-robin over owners with queued calls whose cap
+        lets ``w`` run one more of their calls (lock held)."""
         for _ in range(len(self._rr)):
             owner = self._rr[0]
             o = self._owners.get(owner)
@@ -207,53 +230,72 @@ class WorkerPool:
                 self._rr.popleft()
                 continue
             self._rr.rotate(-1)
-            if o.inflight >= o.cap:
+            if w not in o.at and len(o.at) >= o.cap:
                 continue
-            o.inflight += 1
+            o.sent(w)
             task = o.queue.popleft()
             if not o.queue and owner in self._rr:
                 self._rr.remove(owner)
             return task
         return None
 
-    def _dispatch(self) -> None:
-        while True:
-            target = None
-            for w in self._workers:
-                if not w.dead and len(w.inflight) < self.prefetch:
-                    if target is None or len(w.inflight) < len(target.inflight):
-                        target = w
-                        if not w.inflight:
-                            break
-            if target is None:
-                return
-            with self._lock:
-                task = self._next_task()
-            if task is None:
-                return
-            try:
-                target.send_task(task)
-                if len(target.inflight) == 1:
-                    task.channel.running(task.job.job_key, task.call.call_id)
-            except (OSError, ValueError):
-                target.inflight.append(task)
-                self._worker_died(target)
+    def _window(self) -> tuple[int, int]:
+        """(calls a worker may have in flight, the most it may have to be given more). Calls
+        that take well under a millisecond are sent in batches: several per write and read."""
+        if self.prefetch >= 2 and self._call_time < _SHORT_CALL:
+            return max(self.prefetch, _BATCH), max(self.prefetch, _BATCH) // 2
+        return self.prefetch, self.prefetch - 1
 
-    def _task_done(self, task: Task) -> None:
+    def _dispatch(self) -> None:
+        window, low = self._window()
+        batches: dict[WorkerProcess, list[Task]] = {}
+        nothing_for: set[WorkerProcess] = set()
+        # nothing more is queued behind a call that has run a while: it may run long
+        busy_since = time.monotonic() - _QUEUE_BEHIND
+        while True:
+            target, load = None, window
+            for w in self._workers:  # the idlest worker with room (calls are dealt in turn)
+                if w.dead or w in nothing_for:
+                    continue
+                queued = batches.get(w)
+                n = len(w.inflight) + (len(queued) if queued else 0)
+                if n < load and (queued or (len(w.inflight) <= low
+                                            and (not w.inflight or w.head_started > busy_since))):
+                    target, load = w, n
+                    if not n:
+                        break
+            if target is None:
+                break
+            with self._lock:
+                task = self._next_task(target)
+            if task is None:  # no owner may send it more: another worker may take some
+                nothing_for.add(target)
+                continue
+            batches.setdefault(target, []).append(task)
+        for w, tasks in batches.items():
+            idle = not w.inflight
+            try:
+                w.send_tasks(tasks)
+            except (OSError, ValueError):
+                w.inflight.extend(tasks)
+                self._worker_died(w)
+                continue
+            if idle:
+                tasks[0].channel.running(tasks[0].job.job_key, tasks[0].call.call_id)
+
+    def _task_done(self, task: Task, w: WorkerProcess) -> None:
         with self._lock:
             o = self._owners.get(task.owner)
             if o is not None:
-                o.inflight -= 1
-                if o.inflight == 0 and not o.queue and task.owner not in self._rr:
-                    pass
+                o.settled(w)
 
-    def _requeue(self, tasks: list[Task]) -> None:
+    def _requeue(self, tasks: list[Task], w: WorkerProcess) -> None:
         with self._lock:
             for task in reversed(tasks):
                 o = self._owners.get(task.owner)
                 if o is None:
                     continue
-                o.inflight -= 1
+                o.settled(w)
                 o.queue.appendleft(task)
                 if task.owner not in self._rr:
                     self._rr.append(task.owner)
@@ -264,9 +306,9 @@ class WorkerPool:
         w.close_pidfd()
         if w.inflight:
             head = w.inflight.popleft()
-            self._task_done(head)
+            self._task_done(head, w)
             head.channel.failed(head.job.job_key, head.call.call_id, error)
-            self._requeue(list(w.inflight))
+            self._requeue(list(w.inflight), w)
             w.inflight.clear()
         if not self._closed:
             idx = self._workers.index(w)
@@ -418,7 +460,11 @@ class WorkerPool:
                     msg["result_value" if error is None else "result_error"] = value if error is None else error
             task = w.inflight.popleft()
             w.head_started = time.monotonic()
-            self._task_done(task)
+            stats = msg.get("stats") if isinstance(msg, dict) else None
+            if stats and "worker_end_tstamp" in stats:  # the call's own time, queueing left out
+                took = stats["worker_end_tstamp"] - stats["worker_start_tstamp"]
+                self._call_time += 0.2 * (took - self._call_time)
+            self._task_done(task, w)
             self._dispatch()  # the worker's next call first: then the client's bookkeeping
             if w.inflight:
                 nxt = w.inflight[0]

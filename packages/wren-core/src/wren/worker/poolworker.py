@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -75,16 +74,18 @@ def template(ctrl_fd: int, parent_pid: int) -> None:
     cwd = os.getcwd()
     sys.path[:] = [p for p in sys.path if p not in ("", cwd)]
     _preload()
-    ctrl = socket.socket(fileno=ctrl_fd)
+    # _socket, the C module under socket: socket.py's enum conversions cost the template 4 ms
+    import _socket
+    import select
+
+    ctrl = _socket.socket(fileno=ctrl_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the loop through wake_w
-    import select
-
     poller = select.poll()
-    poller.register(ctrl, select.POLLIN)
+    poller.register(ctrl_fd, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
     workers: set[int] = set()
     try:
@@ -97,7 +98,7 @@ def template(ctrl_fd: int, parent_pid: int) -> None:
                         pass
                     _reap(ctrl, workers)
                     continue
-                msg, fds, _, _ = socket.recv_fds(ctrl, 4096, 1)
+                msg, fds = _recv_fds(ctrl)
                 if not msg:  # the pool closed the control socket, or the client is gone
                     return
                 kind, index = pickle.loads(msg)
@@ -125,11 +126,23 @@ def _preload() -> None:
     """Import, once, what every worker needs for its first call (forks share it)."""
     import cloudpickle  # noqa: F401 - functions defined in a script unpickle through it
 
-    from wren import future  # noqa: F401 - every call asks whether its result holds futures
     from wren.worker import runtime, stream, wire  # noqa: F401
 
 
-def _reap(ctrl: socket.socket, workers: set[int]) -> None:
+def _recv_fds(ctrl: Any) -> tuple[bytes, list[int]]:
+    """One message from the control socket and the descriptor it carries (socket.recv_fds)."""
+    import _socket
+    import array
+
+    msg, ancillary, _, _ = ctrl.recvmsg(4096, _socket.CMSG_SPACE(array.array("i").itemsize))
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return msg, list(fds)
+
+
+def _reap(ctrl: Any, workers: set[int]) -> None:
     while workers:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -156,22 +156,25 @@ class WorkerProcess:
         except (AttributeError, OSError):  # not Linux >= 5.3, or gone already: the template tells
             pass
 
-    def send_task(self, task: Task) -> None:
-        key = task.job.job_key
+    def send_tasks(self, tasks: list[Task]) -> None:
+        """Send ``tasks`` (each call's job record first, when this worker lacks it) in one
+        write; they join the calls in flight."""
         frames = []
-        if key in self.jobs:
-            self.jobs.move_to_end(key)
-        else:
-            frames.append(_dumps(("job", key, task.job)))
-            self.jobs[key] = None
-            while len(self.jobs) > _JOB_CACHE:
-                old, _ = self.jobs.popitem(last=False)
-                frames.append(_dumps(("forget", old, None)))
-        frames.append(_dumps(("call", key, task.call)))
+        for task in tasks:
+            key = task.job.job_key
+            if key in self.jobs:
+                self.jobs.move_to_end(key)
+            else:
+                frames.append(_dumps(("job", key, task.job)))
+                self.jobs[key] = None
+                while len(self.jobs) > _JOB_CACHE:
+                    old, _ = self.jobs.popitem(last=False)
+                    frames.append(_dumps(("forget", old, None)))
+            frames.append(_dumps(("call", key, task.call)))
         self.conn.send_frames(frames)
         if not self.inflight:
             self.head_started = time.monotonic()
-        self.inflight.append(task)
+        self.inflight.extend(tasks)
 
     def send(self, msg: Any) -> None:
         self.conn.send_bytes(_dumps(msg))

@@ -9,6 +9,7 @@ containers through :mod:`wren.worker.__main__`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -27,6 +28,7 @@ from wren.errors import (
     WorkerDiedError,
 )
 from wren.keys import data_place, result_key, status_key
+from wren.future import contains_futures
 from wren.records import Call, Job
 from wren.version import PYTHON_VERSION, __version__
 from wren.worker import context, tracebacks
@@ -94,7 +96,15 @@ class _Tee(io.TextIOBase):
 _tee_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=64)
+def _key(hex_secret: str) -> bytes:
+    return bytes.fromhex(hex_secret)
+
+
 def _install_tees() -> tuple[_Tee, _Tee]:
+    out, err = sys.stdout, sys.stderr
+    if isinstance(out, _Tee) and isinstance(err, _Tee):
+        return out, err
     with _tee_lock:
         if not isinstance(sys.stdout, _Tee):
             sys.stdout = _Tee(sys.stdout)
@@ -238,7 +248,7 @@ class WorkerRuntime:
                 made.append(self.storage_for(job))
             return made[0]
 
-        secret = bytes.fromhex(job.secret)
+        secret = _key(job.secret)
         publisher = self.publisher_for(job)
         if publisher is not None:
             self._publish(publisher, job, "start", {"job_key": job.job_key, "call_id": call_id})
@@ -272,8 +282,6 @@ class WorkerRuntime:
             stats["worker_func_start_tstamp"] = time.time()
             result = self._call(func, args, kwargs, job, call, logs)
             stats["worker_func_end_tstamp"] = time.time()
-            from wren.future import contains_futures
-
             if contains_futures(result):
                 status["futures"] = True
             what = f"the result of call {call_id} (type {type(result).__name__})"
@@ -370,7 +378,7 @@ class WorkerRuntime:
 
     def _call(self, func: Any, args: tuple, kwargs: dict, job: Job, call: Call, logs: io.StringIO) -> Any:
         extra_env = job.extra_env or {}
-        saved_env = {k: os.environ.get(k) for k in extra_env}
+        saved_env = {k: os.environ.get(k) for k in extra_env} if extra_env else {}
         out, err = _install_tees()
         ctx: dict[str, Any] = {
             "config": job.config,
@@ -388,7 +396,8 @@ class WorkerRuntime:
         err.capture(logs)
         context.set_current(ctx)
         try:
-            os.environ.update({str(k): str(v) for k, v in extra_env.items()})
+            if extra_env:
+                os.environ.update({str(k): str(v) for k, v in extra_env.items()})
             result = func(*args, **kwargs)
             self._settle_nested(ctx, result)
             return result
