@@ -4,8 +4,9 @@ in local processes (see ``docs/plugins.md``).
 
 One pool per process and size serves every executor and job at call granularity. Calls wait in a
 queue per executor (its ``max_workers`` caps how many of them run at once) and are taken
-round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
-worker so it never idles, reads status records from the workers' pipes (no file per call; a
+round-robin across executors. A dispatcher thread sends each worker its calls (short calls of a
+job, once it has shown them to be short, in batches queued at the worker so that it never
+idles), reads status records from the workers' pipes (no file per call; a
 large result is unpickled as it streams in, see :mod:`wren.worker.stream`), and
 watches them: a worker that dies fails the call it was running with :class:`WorkerDiedError`
 (the calls queued behind it go to other workers) and is replaced; a call past its timeout has
@@ -47,7 +48,8 @@ and replaced); ``channel.failed(..., WorkerDiedError)`` when its worker dies (th
 names the signal or exit status; calls queued behind it go to other workers, a fresh worker
 replaces the dead one). Each task ends in exactly one ``deliver`` or ``failed``. Whether the
 status is also written to storage follows ``job.store_results``. Channel methods are called
-from the pool's dispatcher thread: keep them quick and never block there.
+from the pool's dispatcher thread (``running`` also from the thread that calls ``submit``):
+keep them quick and never block there.
 
 The pool is thread-safe. Its workers inherit the environment of the process at the time the
 pool starts (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
@@ -72,9 +74,60 @@ __all__ = ["Task", "WorkerPool"]
 
 logger = logging.getLogger("wren.pool")
 
-_SHORT_CALL = 0.002  # calls shorter than this (on average) are sent in batches of up to...
-_BATCH = 16  # ...calls in flight at each worker, refilled when half have finished
-_QUEUE_BEHIND = 0.01  # seconds: no call is queued at a worker whose call has run longer
+# A job whose calls have shown to be short (_PROVEN of them, under _SHORT_CALL s on average)
+# has up to _BATCH calls in flight at each worker, sent several per write when half have
+# finished; nothing is queued behind one of its calls that started before the job proved
+# short, or that has run over _QUEUE_BEHIND s (it may be a straggler). Other calls are
+# sent to a worker only when it has none.
+_SHORT_CALL = 0.002
+_PROVEN = 4
+_BATCH = 16
+_QUEUE_BEHIND = 0.002
+_PACES = 256  # jobs whose pace the pool remembers
+
+
+class _Pace:
+    """How long a job's calls run at the workers."""
+
+    __slots__ = ("done", "avg", "proven_at")
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.avg = 0.0
+        self.proven_at: float | None = None  # when it showed its calls to be short
+
+    def took(self, seconds: float, now: float) -> None:
+        self.done += 1
+        self.avg = seconds if self.done == 1 else self.avg + 0.2 * (seconds - self.avg)
+        if self.avg >= _SHORT_CALL:
+            self.proven_at = None
+        elif self.proven_at is None and self.done >= _PROVEN:
+            self.proven_at = now
+
+
+class _Paces:
+    """The pace of the last jobs the pool ran calls of."""
+
+    def __init__(self) -> None:
+        self._by_job: collections.OrderedDict[str, _Pace] = collections.OrderedDict()
+
+    def of(self, job_key: str) -> _Pace:
+        pace = self._by_job.get(job_key)
+        if pace is None:
+            pace = self._by_job[job_key] = _Pace()
+            while len(self._by_job) > _PACES:
+                self._by_job.popitem(last=False)
+        return pace
+
+    def proven(self, job_key: str) -> bool:
+        pace = self._by_job.get(job_key)
+        return pace is not None and pace.proven_at is not None
+
+    def may_queue_behind(self, w: WorkerProcess, now: float) -> bool:
+        """Whether more calls may wait at ``w`` behind the one it runs."""
+        pace = self._by_job.get(w.inflight[0].job.job_key)
+        return (pace is not None and pace.proven_at is not None and w.head_started > pace.proven_at
+                and now - w.head_started < _QUEUE_BEHIND)
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
@@ -131,10 +184,11 @@ class WorkerPool:
         """The process-wide pool of ``size`` worker processes, started on first use (later
         calls with the same ``size`` return the same pool, whatever ``prefetch``).
 
-        ``prefetch``: calls queued at each worker at once (1: a worker gets its next call
-        when it finishes one; 2 or more hides the pipe round trip for short calls, but a
-        queued call waits behind a long one). The workers start in the background; see
-        :meth:`wait_started`."""
+        ``prefetch``: 1: a worker gets its next call when it finishes one; 2 or more: the
+        calls of a job that has shown them to run under 2 ms are queued at each worker (up to
+        ``max(prefetch, 16)``, sent several per write), which hides the pipe round trip, but a
+        queued call waits behind the one before it, should that one run long. The workers
+        start in the background; see :meth:`wait_started`."""
         with cls._pools_lock:
             pool = cls._pools.get(size)
             if pool is None or pool._closed:
@@ -150,7 +204,10 @@ class WorkerPool:
         self._rr: collections.deque[str] = collections.deque()
         self._workers: list[WorkerProcess] = []
         self._template: TemplateProcess | None = None
-        self._call_time = 1.0  # seconds a call runs at its worker (a moving average)
+        #: held while the workers' calls in flight change: by the dispatcher thread, except
+        #: while it waits for events, and by a submitting thread that sends calls itself
+        self._send_lock = threading.Lock()
+        self._paces = _Paces()
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -178,6 +235,13 @@ class WorkerPool:
             if not o.queue and owner not in self._rr:
                 self._rr.append(owner)
             o.queue.extend(tasks)
+        # send from this thread when the dispatcher is idle: the worker starts without waiting
+        # for the dispatcher thread to wake up (which it then does, to watch the new calls)
+        if not self._closed and self._send_lock.acquire(blocking=False):
+            try:
+                self._dispatch(direct=True)
+            finally:
+                self._send_lock.release()
         self._wake()
 
     def cancel(self, owner: str, job_key: str | None = None) -> list[Task]:
@@ -239,19 +303,14 @@ class WorkerPool:
             return task
         return None
 
-    def _window(self) -> tuple[int, int]:
-        """(calls a worker may have in flight, the most it may have to be given more). Calls
-        that take well under a millisecond are sent in batches: several per write and read."""
-        if self.prefetch >= 2 and self._call_time < _SHORT_CALL:
-            return max(self.prefetch, _BATCH), max(self.prefetch, _BATCH) // 2
-        return self.prefetch, self.prefetch - 1
-
-    def _dispatch(self) -> None:
-        window, low = self._window()
+    def _dispatch(self, direct: bool = False) -> None:
+        """Send queued calls to workers with room (``_send_lock`` held). ``direct``: from a
+        submitting thread, which leaves a worker whose socket failed to the dispatcher."""
+        window = max(self.prefetch, _BATCH) if self.prefetch >= 2 else 1
+        now = time.monotonic()
         batches: dict[WorkerProcess, list[Task]] = {}
+        limits: dict[WorkerProcess, int] = {}
         nothing_for: set[WorkerProcess] = set()
-        # nothing more is queued behind a call that has run a while: it may run long
-        busy_since = time.monotonic() - _QUEUE_BEHIND
         while True:
             target, load = None, window
             for w in self._workers:  # the idlest worker with room (calls are dealt in turn)
@@ -259,8 +318,15 @@ class WorkerPool:
                     continue
                 queued = batches.get(w)
                 n = len(w.inflight) + (len(queued) if queued else 0)
-                if n < load and (queued or (len(w.inflight) <= low
-                                            and (not w.inflight or w.head_started > busy_since))):
+                if queued:
+                    limit = limits[w]
+                elif not w.inflight:
+                    limit = 1  # more once its first call is known to be of a short job
+                elif len(w.inflight) <= window // 2 and self._paces.may_queue_behind(w, now):
+                    limit = window
+                else:
+                    continue
+                if n < min(limit, load):
                     target, load = w, n
                     if not n:
                         break
@@ -271,6 +337,8 @@ class WorkerPool:
             if task is None:  # no owner may send it more: another worker may take some
                 nothing_for.add(target)
                 continue
+            if target not in batches:
+                limits[target] = window if target.inflight or self._paces.proven(task.job.job_key) else 1
             batches.setdefault(target, []).append(task)
         for w, tasks in batches.items():
             idle = not w.inflight
@@ -278,7 +346,8 @@ class WorkerPool:
                 w.send_tasks(tasks)
             except (OSError, ValueError):
                 w.inflight.extend(tasks)
-                self._worker_died(w)
+                if not direct:  # else the dispatcher sees it die (its pidfd, the template)
+                    self._worker_died(w)
                 continue
             if idle:
                 tasks[0].channel.running(tasks[0].job.job_key, tasks[0].call.call_id)
@@ -367,6 +436,7 @@ class WorkerPool:
         return fds
 
     def _run(self) -> None:
+        self._send_lock.acquire()
         self._workers = [self._spawn(i) for i in range(self.size)]
         self._started.set()
         try:
@@ -380,7 +450,11 @@ class WorkerPool:
                     for fd in [*fds, self._wake_r]:
                         poller.register(fd, select.POLLIN)
                 timeout = self._next_deadline()
-                events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                self._send_lock.release()
+                try:
+                    events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                finally:
+                    self._send_lock.acquire()
                 # the template first: a worker's pid is known before its statuses are handled
                 events.sort(key=lambda e: not isinstance(watched.get(e[0], (None,))[0], TemplateProcess))
                 for fd, _ in events:
@@ -404,6 +478,7 @@ class WorkerPool:
                 self._check_deadlines()
         finally:
             self._stop_workers()
+            self._send_lock.release()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -462,8 +537,8 @@ class WorkerPool:
             w.head_started = time.monotonic()
             stats = msg.get("stats") if isinstance(msg, dict) else None
             if stats and "worker_end_tstamp" in stats:  # the call's own time, queueing left out
-                took = stats["worker_end_tstamp"] - stats["worker_start_tstamp"]
-                self._call_time += 0.2 * (took - self._call_time)
+                self._paces.of(task.job.job_key).took(
+                    stats["worker_end_tstamp"] - stats["worker_start_tstamp"], w.head_started)
             self._task_done(task, w)
             self._dispatch()  # the worker's next call first: then the client's bookkeeping
             if w.inflight:
