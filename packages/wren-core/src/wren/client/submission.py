@@ -145,6 +145,7 @@ class Submitter:
         self.store_results = store_results  # workers must write statuses (no direct channel)
         self._job_counter = itertools.count()
         self._uploaded: set[str] = set()
+        self._signed: dict[str, bytes] = {}  # func_key -> the signed function
         #: held from the first object stored until the executor closes (``wren clean`` spares it)
         self.lease = Lease(storage_backend, self.bucket, identity.prefix)
         self._lock = threading.Lock()
@@ -242,7 +243,12 @@ class Submitter:
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
-        signed = serialize.sign(ident.secret, package, func_key)
+        signed = self._signed.get(func_key)
+        if signed is None:
+            signed = serialize.sign(ident.secret, package, func_key)
+            self._signed[func_key] = signed  # the last few functions: call_async in a loop
+            while len(self._signed) > 8:
+                self._signed.pop(next(iter(self._signed)))
         if not ident.nested:  # a nested executor's data lives under its root's prefix
             self.lease.hold()
         with self._lock:

@@ -66,6 +66,7 @@ import time
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
+from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
 from wren.worker.procs import Task, TemplateProcess, WorkerProcess
 from wren.worker.stream import STREAM, read_result
@@ -84,6 +85,7 @@ _PROVEN = 4
 _BATCH = 16
 _QUEUE_BEHIND = 0.002
 _PACES = 256  # jobs whose pace the pool remembers
+_IDLE_WAKE = 1.0  # seconds the dispatcher waits at most (when no deadline is nearer)
 
 
 class _Pace:
@@ -207,6 +209,9 @@ class WorkerPool:
         #: held while the workers' calls in flight change: by the dispatcher thread, except
         #: while it waits for events, and by a submitting thread that sends calls itself
         self._send_lock = threading.Lock()
+        #: statuses read, for _deliver
+        self._delivered: collections.deque[tuple[ResultChannel, dict[str, Any]]] = collections.deque()
+        self._wakes_by = 0.0  # when the dispatcher wakes at the latest (monotonic), while it waits
         self._paces = _Paces()
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
@@ -235,13 +240,19 @@ class WorkerPool:
             if not o.queue and owner not in self._rr:
                 self._rr.append(owner)
             o.queue.extend(tasks)
-        # send from this thread when the dispatcher is idle: the worker starts without waiting
-        # for the dispatcher thread to wake up (which it then does, to watch the new calls)
+        # send from this thread while the dispatcher waits: a worker starts the call without
+        # waiting for the dispatcher thread to wake up
         if not self._closed and self._send_lock.acquire(blocking=False):
             try:
                 self._dispatch(direct=True)
+                # no need to wake the dispatcher when it wakes before the new calls' deadlines
+                # anyway, and none of them is left in the queue
+                soonest = self._next_deadline()
+                wake = bool(o.queue) or (soonest is not None and soonest < self._wakes_by - time.monotonic())
             finally:
                 self._send_lock.release()
+            if not wake:
+                return
         self._wake()
 
     def cancel(self, owner: str, job_key: str | None = None) -> list[Task]:
@@ -419,22 +430,6 @@ class WorkerPool:
                 )
             self._fail_worker(w, error or WorkerDiedError("the template process died"))
 
-    def _watched(self) -> dict[int, tuple[Any, bool]]:
-        """The descriptors the dispatcher waits on: each live worker's socket and pidfd, the
-        template's control socket and pidfd."""
-        fds: dict[int, tuple[Any, bool]] = {}
-        t = self._template
-        if t is not None and not t.dead:
-            fds[t.fd] = (t, False)
-            if t.pidfd is not None:
-                fds[t.pidfd] = (t, True)
-        for w in self._workers:
-            if not w.dead:
-                fds[w.fd] = (w, False)
-                if w.pidfd is not None:  # readable when it exits
-                    fds[w.pidfd] = (w, True)
-        return fds
-
     def _run(self) -> None:
         self._send_lock.acquire()
         self._workers = [self._spawn(i) for i in range(self.size)]
@@ -444,15 +439,21 @@ class WorkerPool:
             poller = select.poll()
             while not self._closed:
                 self._dispatch()
-                fds = self._watched()
+                fds = _watched(self._template, self._workers)
                 if fds.keys() != watched.keys() or any(fds[k][0] is not watched[k][0] for k in fds):
                     watched, poller = fds, select.poll()
                     for fd in [*fds, self._wake_r]:
                         poller.register(fd, select.POLLIN)
                 timeout = self._next_deadline()
+                if timeout is None or timeout > _IDLE_WAKE:  # see submit: a wake-up it can spare
+                    timeout = _IDLE_WAKE
+                self._wakes_by = time.monotonic() + timeout
                 self._send_lock.release()
                 try:
-                    events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                    # the statuses read last, delivered without the lock: a thread woken by
+                    # one finds the lock free when it submits its next call
+                    self._deliver()
+                    events = poller.poll(int(max(0.0, self._wakes_by - time.monotonic()) * 1000) + 1)
                 finally:
                     self._send_lock.acquire()
                 # the template first: a worker's pid is known before its statuses are handled
@@ -477,8 +478,9 @@ class WorkerPool:
                 self._reaped()
                 self._check_deadlines()
         finally:
-            self._stop_workers()
+            _stop(self._workers, self._template)
             self._send_lock.release()
+            self._deliver()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -492,22 +494,6 @@ class WorkerPool:
                 self._drain(w)
                 if not w.dead:
                     self._worker_died(w)
-
-    def _stop_workers(self) -> None:
-        for w in self._workers:
-            try:
-                w.send(("exit", None, None))
-            except (OSError, ValueError):
-                pass
-        deadline = time.monotonic() + 2
-        t = self._template
-        for w in self._workers:
-            if t is not None and not t.dead:
-                t.exit_code(w, max(0.0, deadline - time.monotonic()))
-            w.kill()  # and what its calls left running
-            w.close_pidfd()
-        if t is not None:
-            t.close(timeout=2)
 
     def _drain(self, w: WorkerProcess) -> None:
         if w.pid is None:  # its first message may come in before the template's answer
@@ -544,7 +530,13 @@ class WorkerPool:
             if w.inflight:
                 nxt = w.inflight[0]
                 nxt.channel.running(nxt.job.job_key, nxt.call.call_id)
-            task.channel.deliver(msg)
+            self._delivered.append((task.channel, msg))
+
+    def _deliver(self) -> None:
+        """Hand the statuses read to their channels (dispatcher thread, lock not held)."""
+        while self._delivered:
+            channel, msg = self._delivered.popleft()
+            channel.deliver(msg)
 
     def _next_deadline(self) -> float | None:
         now = time.monotonic()
@@ -567,3 +559,37 @@ class WorkerPool:
                         f"timeout of {limit:g} s and was stopped; raise timeout= if it needs longer"
                     )
                     self._worker_died(w, err)
+
+
+def _watched(t: TemplateProcess | None, workers: list[WorkerProcess]) -> dict[int, tuple[Any, bool]]:
+    """The descriptors the dispatcher waits on: each live worker's socket and pidfd, the
+    template's control socket and pidfd."""
+    fds: dict[int, tuple[Any, bool]] = {}
+    if t is not None and not t.dead:
+        fds[t.fd] = (t, False)
+        if t.pidfd is not None:
+            fds[t.pidfd] = (t, True)
+    for w in workers:
+        if not w.dead:
+            fds[w.fd] = (w, False)
+            if w.pidfd is not None:  # readable when it exits
+                fds[w.pidfd] = (w, True)
+    return fds
+
+
+def _stop(workers: list[WorkerProcess], t: TemplateProcess | None) -> None:
+    """Ask the workers to exit, give them 2 s, kill what is left (and what their calls
+    started), close the template."""
+    for w in workers:
+        try:
+            w.send(("exit", None, None))
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + 2
+    for w in workers:
+        if t is not None and not t.dead:
+            t.exit_code(w, max(0.0, deadline - time.monotonic()))
+        w.kill()
+        w.close_pidfd()
+    if t is not None:
+        t.close(timeout=2)
