@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import types
+import weakref
 from typing import Any
 from collections.abc import Callable
 
@@ -109,8 +110,22 @@ def add_extra_args(args: tuple, kwargs: dict, extra_args: Any) -> tuple[tuple, d
 class Binder:
     """Checks each call's arguments against the function's signature, on the client."""
 
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> Binder:
+        """The binder of ``func``, reused while the function's signature cannot have changed
+        (a plain function with the same code and defaults): ``call_async`` in a loop reads
+        the signature once."""
+        if type(func) is not types.FunctionType or hasattr(func, "__wrapped__") or hasattr(func, "__signature__"):
+            return cls(func)
+        state = (func.__code__, func.__defaults__, func.__kwdefaults__)
+        cached = _binders.get(func)
+        if cached is not None and all(a is b for a, b in zip(cached[0], state, strict=True)):
+            return cached[1]
+        binder = cls(func)
+        _binders[func] = (state, binder)
+        return binder
+
     def __init__(self, func: Callable[..., Any]):
-        self.func = func
         self.name = getattr(func, "__qualname__", None) or repr(func)
         try:
             self.sig: inspect.Signature | None = inspect.signature(func)
@@ -212,6 +227,9 @@ class Binder:
             raise InvalidArgumentBindingError(
                 f"{where}: {self.name}{self.sig} cannot be called with {shown}: {exc}{hint}"
             ) from None
+
+
+_binders: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Binder]] = weakref.WeakKeyDictionary()
 
 
 def _describe(args: tuple, kwargs: dict) -> str:

@@ -221,7 +221,7 @@ class Submitter:
         wcfg = self.config.wren
         timeout = check_timeout(timeout, wcfg.runtime_timeout)
         check_options(runtime_memory, extra_env)
-        binder = binder or jobmod.Binder(func)
+        binder = binder or jobmod.Binder.of(func)
         arguments = [binder.place_reserved(*binder.bind_var(args, kwargs, f"call {i}"))
                      for i, (args, kwargs) in enumerate(arguments)]
         for i, (args, kwargs) in enumerate(arguments):
