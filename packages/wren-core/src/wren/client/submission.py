@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wren import job as jobmod
 from wren import keys, serialize
-from wren.client import chaining
+from wren.client import chaining, packages
 from wren.config import Config
 from wren.errors import InvalidInputError
 from wren.client.lease import Lease
@@ -146,6 +146,7 @@ class Submitter:
         self._job_counter = itertools.count()
         self._uploaded: set[str] = set()
         self._signed: dict[str, bytes] = {}  # func_key -> the signed function
+        self._packages = packages.PackageCache()
         #: held from the first object stored until the executor closes (``wren clean`` spares it)
         self.lease = Lease(storage_backend, self.bucket, identity.prefix)
         self._lock = threading.Lock()
@@ -236,7 +237,9 @@ class Submitter:
             min(wcfg.inline_data_limit, self.compute.max_payload_bytes // 2), ident.secret,
             lambda i: keys.data_place(data_key, call_ids[i]),
         )
-        package, shipped = serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules())
+        package, shipped = self._packages.package(
+            func, packages.options_key(include_modules, exclude_modules),
+            lambda: serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules()))
         if shipped:
             logger.debug("shipping local modules %s with %s", shipped, getattr(func, "__name__", func))
         warn_if_large(func, len(package), wcfg.func_size_warning)
