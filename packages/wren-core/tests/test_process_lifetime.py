@@ -119,3 +119,33 @@ def test_a_killed_template_fails_the_running_call_and_the_pool_recovers():
         assert _wait_gone([worker.pid], 30) == [], "a worker outlived its template"
         assert ex.get_result(ex.map(abs, [-1, -2])) == [1, 2]
         assert pool._template is not template
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mymarker  # the user's state: a module only this process imported
+    with open(sys.argv[1], "a") as f:
+        f.write("ran\\n")
+    import wren
+
+    def probe(_):
+        return "mymarker" in sys.modules
+
+    fexec = wren.function_executor()
+    print(fexec.get_result(fexec.map(probe, range(4))))
+""")
+
+
+def test_workers_neither_rerun_the_script_nor_inherit_its_state(tmp_path):
+    """A script without an ``if __name__ == "__main__"`` guard runs once (workers are not
+    started from it), and its workers lack what the script imported (they are not its forks)."""
+    (tmp_path / "mymarker.py").write_text("")
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT)
+    runs = tmp_path / "runs.txt"
+    out = subprocess.run([sys.executable, str(script), str(runs)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert runs.read_text() == "ran\n"
+    assert out.stdout.strip().splitlines()[-1] == "[False, False, False, False]"
