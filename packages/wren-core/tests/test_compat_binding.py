@@ -68,3 +68,19 @@ def test_lists_are_not_spread(fexec):
     with pytest.raises(InvalidArgumentBindingError, match="make it a tuple"):
         fexec.map(two, [[1, 2]])
     assert fexec.get_result(fexec.map(two, [(1, 2)])) == [3]
+
+
+def test_binding_follows_a_function_whose_defaults_or_code_change(fexec):
+    """The client reuses a function's signature between calls while nothing it depends on
+    changed (call_async in a loop): new defaults or new code are seen at the next call."""
+    def add(a, b):
+        return a + b
+
+    with pytest.raises(InvalidArgumentBindingError):
+        fexec.call_async(add, (1,))
+    add.__defaults__ = (10,)
+    assert fexec.get_result(fexec.call_async(add, (1,))) == 11
+    add.__code__ = (lambda a: a * 3).__code__
+    with pytest.raises(InvalidArgumentBindingError):
+        fexec.call_async(add, (1, 2))
+    assert fexec.get_result(fexec.call_async(add, (2,))) == 6

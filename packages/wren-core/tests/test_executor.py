@@ -174,8 +174,9 @@ def test_worker_killed_mid_call():
         from wren.worker.pool import WorkerPool
 
         pool = WorkerPool._pools[ex.compute.size]
-        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call.call_id == slow.call_id)
-        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].call.call_id == slow.call_id
+                      and w.inflight[0].job.job_key == slow.job_key)
+        os.kill(worker.pid, signal.SIGKILL)
         t0 = time.time()
         with pytest.raises(wren.WorkerDiedError, match="SIGKILL"):
             ex.get_result(slow)
@@ -251,7 +252,7 @@ def test_several_executors_share_the_pool():
     ra, rb = a.get_result(fa), b.get_result(fb)
     assert [r[0] for r in ra] == [0, 1] and [r[0] for r in rb] == [0, 1]
     assert a.compute._pool is b.compute._pool  # one warm pool served both
-    pids = {w.proc.pid for w in a.compute._pool._workers}
+    pids = {w.pid for w in a.compute._pool._workers}
     assert {r[1] for r in ra + rb} <= pids
     a.close()
     b.close()

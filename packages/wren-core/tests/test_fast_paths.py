@@ -71,10 +71,11 @@ def _stream(value):
     """``value`` through wren.worker.stream over a socket pair: (inline bytes or None, size,
     what the reading side got)."""
     import threading
-    from multiprocessing.connection import Connection
+
+    from wren.worker.wire import Channel
 
     a, b = socket.socketpair()
-    writer, reader = Connection(a.detach()), Connection(b.detach())
+    writer, reader = Channel(a.detach()), Channel(b.detach())
     out = {}
 
     def put():
@@ -88,7 +89,7 @@ def _stream(value):
     t.start()
     got = reader.recv()
     if got == stream.STREAM:
-        got = stream.read_result(reader.fileno(), "the value")
+        got = stream.read_result(reader, "the value")
         assert reader.recv() == "status"
     t.join()
     writer.close()

@@ -94,3 +94,58 @@ def test_workers_and_their_children_die_with_the_client(tmp_path, sig):
     finally:
         if client.poll() is None:
             client.kill()
+
+
+def test_a_killed_template_fails_the_running_call_and_the_pool_recovers():
+    """The template forks the workers, which die with it: a template killed by someone fails
+    the call its worker was running (the message says why) and a new template takes over."""
+    from wren.worker.pool import WorkerPool
+
+    with wren.function_executor(max_workers=1) as ex:
+        assert ex.get_result(ex.call_async(abs, -1)) == 1
+        slow = ex.call_async(time.sleep, 60)
+        deadline = time.monotonic() + 30
+        while slow.status != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pool = WorkerPool._pools[ex.compute.size]
+        worker = next(w for w in pool._workers if w.inflight and w.inflight[0].job.job_key == slow.job_key)
+        deadline = time.monotonic() + 30
+        while worker.pid is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        template = pool._template
+        os.kill(template.proc.pid, signal.SIGKILL)
+        with pytest.raises(wren.WorkerDiedError, match="template process"):
+            ex.get_result(slow, timeout=60)
+        assert _wait_gone([worker.pid], 30) == [], "a worker outlived its template"
+        assert ex.get_result(ex.map(abs, [-1, -2])) == [1, 2]
+        assert pool._template is not template
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mymarker  # the user's state: a module only this process imported
+    with open(sys.argv[1], "a") as f:
+        f.write("ran\\n")
+    import wren
+
+    def probe(_):
+        return "mymarker" in sys.modules
+
+    fexec = wren.function_executor()
+    print(fexec.get_result(fexec.map(probe, range(4))))
+""")
+
+
+def test_workers_neither_rerun_the_script_nor_inherit_its_state(tmp_path):
+    """A script without an ``if __name__ == "__main__"`` guard runs once (workers are not
+    started from it), and its workers lack what the script imported (they are not its forks)."""
+    (tmp_path / "mymarker.py").write_text("")
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT)
+    runs = tmp_path / "runs.txt"
+    out = subprocess.run([sys.executable, str(script), str(runs)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert runs.read_text() == "ran\n"
+    assert out.stdout.strip().splitlines()[-1] == "[False, False, False, False]"

@@ -275,7 +275,7 @@ class FunctionExecutor:
              chunking: tuple[int | None, int | None, str | None], kind: str,
              **options: Any) -> tuple[list[ResponseFuture], list[list[int]] | None]:
         jobmod.check_function(func)
-        binder = jobmod.Binder(func)
+        binder = jobmod.Binder.of(func)
         arguments, objs, groups, resolve = self._submitter.map_arguments(
             func, iterdata, extra_args, chunking, binder, self._wait_inputs)
         if not arguments:

@@ -19,13 +19,14 @@ The built-in localhost backend and local storage come in through these same hook
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from wren.compute.base import ComputeBackend
     from wren.monitor import Monitor
     from wren.storage.base import StorageBackend

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import types
+import weakref
 from typing import Any
 from collections.abc import Callable
 
@@ -109,8 +110,22 @@ def add_extra_args(args: tuple, kwargs: dict, extra_args: Any) -> tuple[tuple, d
 class Binder:
     """Checks each call's arguments against the function's signature, on the client."""
 
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> Binder:
+        """The binder of ``func``, reused while the function's signature cannot have changed
+        (a plain function with the same code and defaults): ``call_async`` in a loop reads
+        the signature once."""
+        if type(func) is not types.FunctionType or hasattr(func, "__wrapped__") or hasattr(func, "__signature__"):
+            return cls(func)
+        state = (func.__code__, func.__defaults__, func.__kwdefaults__)
+        cached = _binders.get(func)
+        if cached is not None and all(a is b for a, b in zip(cached[0], state, strict=True)):
+            return cached[1]
+        binder = cls(func)
+        _binders[func] = (state, binder)
+        return binder
+
     def __init__(self, func: Callable[..., Any]):
-        self.func = func
         self.name = getattr(func, "__qualname__", None) or repr(func)
         try:
             self.sig: inspect.Signature | None = inspect.signature(func)
@@ -125,6 +140,12 @@ class Binder:
         # PyWren 1.x's ``url``: the partition of a URL, as ``obj`` (when there is no ``obj``)
         self.reserved["url"] = self.reserved["url"] and not self.reserved["obj"]
         self.data_param = "obj" if self.reserved["obj"] else "url" if self.reserved["url"] else None
+        # plain positional parameters only (the common case): a call with positional arguments
+        # binds when their number is in (required, all); no need to ask inspect each time
+        self._arity: tuple[int, int] | None = None
+        if self.sig is not None and not any(self.reserved.values()) and all(
+                p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values()):
+            self._arity = (sum(p.default is p.empty for p in params.values()), len(params))
 
     def bind_var(self, args: tuple, kwargs: dict, where: str) -> tuple[tuple, dict]:
         """A dict item whose keys name the ``*args``/``**kwargs`` parameters (as
@@ -183,6 +204,8 @@ class Binder:
         return (), {**named, **kwargs}
 
     def check(self, args: tuple, kwargs: dict, where: str) -> None:
+        if not kwargs and self._arity is not None and self._arity[0] <= len(args) <= self._arity[1]:
+            return
         taken = [n for n in RESERVED if n in kwargs and self.reserved[n]]
         if taken:
             raise InvalidArgumentBindingError(
@@ -204,6 +227,9 @@ class Binder:
             raise InvalidArgumentBindingError(
                 f"{where}: {self.name}{self.sig} cannot be called with {shown}: {exc}{hint}"
             ) from None
+
+
+_binders: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Binder]] = weakref.WeakKeyDictionary()
 
 
 def _describe(args: tuple, kwargs: dict) -> str:
@@ -233,8 +259,9 @@ def pack_calls(
     ranges: list[tuple[int, int] | None] = []
     chunks: list[bytes] = []
     offset = 0
+    dumper = serialize.Dumper()
     for i, (args, kwargs) in enumerate(arguments):
-        data = serialize.dumps((args, kwargs), f"the arguments of call {i}")
+        data = dumper.dumps((args, kwargs), f"the arguments of call {i}")
         if len(data) > data_limit_bytes:
             raise DataLimitError(
                 f"call {i}'s data is {len(data) / 1e6:.1f} MB, over the {data_limit_bytes / 1e6:.1f} MB "

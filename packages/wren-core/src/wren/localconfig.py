@@ -23,7 +23,10 @@ class LocalhostConfig:
     storage_bucket: str = "wren-data"
     #: Worker processes in the shared pool; ``None`` means one per CPU core.
     worker_processes: int | None = None
-    #: Calls queued ahead at each worker so it never waits for the next one.
+    #: 1: a worker gets its next call only when it has finished one. 2 or more (the default):
+    #: the calls of a job that has shown its calls to be short (under 2 ms) are queued at each
+    #: worker, up to 16 (or this number if larger), and sent several per write, so a worker
+    #: never waits for its next call.
     worker_prefetch: int = 2
 
     def validate(self) -> None:

@@ -12,18 +12,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import importlib.metadata as importlib_metadata
 import logging
 import os
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator
 
 import pluggy
 
 from wren import hookspecs
 from wren.errors import BackendNotInstalledError, PluginError
+
+if TYPE_CHECKING:
+    import importlib.metadata as importlib_metadata
 
 logger = logging.getLogger("wren.plugins")
 
@@ -86,7 +88,9 @@ def load_entry_points(pm: pluggy.PluginManager) -> bool:
             return False
         owners = pm._wren_ep_owner  # type: ignore[attr-defined]
         problems = pm._wren_problems  # type: ignore[attr-defined]
-        for ep in importlib_metadata.entry_points(group=hookspecs.PROJECT):
+        import importlib.metadata  # here: its import costs every process (a pool worker too) 10 ms
+
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
             dist, version = _dist_of(ep)
             first = owners.get(ep.name)
             if first is not None or pm.has_plugin(ep.name) or pm.get_plugin(ep.name) is not None:

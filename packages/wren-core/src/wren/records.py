@@ -33,7 +33,8 @@ class _Record(Mapping[str, Any]):
     extra: dict[str, Any]
 
     def _names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if f.name != "extra"]  # type: ignore[arg-type]
+        return [f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if f.name != "extra" and f.metadata.get("wire", True)]
 
     def __getitem__(self, key: str) -> Any:
         if key != "extra" and key in self.__dataclass_fields__:  # type: ignore[attr-defined]
@@ -70,8 +71,8 @@ class _Record(Mapping[str, Any]):
                    if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ValueError(f"a {cls.__name__} record needs the field(s) {', '.join(missing)}")
-        known = {k: v for k, v in data.items() if k in fields and k != "extra"}
-        extra = {k: v for k, v in data.items() if k not in fields and k != "v"}
+        known = {k: v for k, v in data.items() if k in fields and k != "extra" and fields[k].metadata.get("wire", True)}
+        extra = {k: v for k, v in data.items() if k not in fields and k != "v"}  # in-process fields are dropped
         return cls(**known, extra=extra)  # type: ignore[call-arg]
 
     def replace(self: R, **changes: Any) -> R:
@@ -125,6 +126,11 @@ class Job(_Record):
     #: What workers need to push events to a monitor (``None``: storage only).
     events: dict[str, Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The signed function itself (what ``func_key`` holds), for workers handed the job object
+    #: in-process (the localhost pool's pipes): they read no storage for it. Never on a wire:
+    #: :meth:`to_wire` leaves it out and :meth:`from_wire` ignores it.
+    func_package: bytes | None = dataclasses.field(default=None, repr=False, compare=False,
+                                                   metadata={"wire": False})
 
     def __post_init__(self) -> None:
         if not (self.executor_id and self.job_id):

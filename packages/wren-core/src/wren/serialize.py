@@ -11,7 +11,6 @@ worker unpacks them once and puts them first on ``sys.path``.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import hmac
@@ -20,9 +19,7 @@ import os
 import pickle
 import site
 import sys
-import sysconfig
 import types
-import zipfile
 from typing import Any
 from collections.abc import Iterable
 
@@ -112,11 +109,43 @@ def dumps(obj: Any, what: str) -> bytes:
     try:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise SerializationError(
-            f"cannot pickle {what}: {type(exc).__name__}: {exc}. Pass picklable values "
-            "(open files, locks, sockets and generators are not): create such objects inside "
-            "the function instead"
-        ) from exc
+        raise pickling_error(exc, what) from exc
+
+
+def pickling_error(exc: BaseException, what: str) -> SerializationError:
+    """The error for ``what`` that failed to pickle with ``exc``: what to do about it."""
+    return SerializationError(
+        f"cannot pickle {what}: {type(exc).__name__}: {exc}. Pass picklable values "
+        "(open files, locks, sockets and generators are not): create such objects inside "
+        "the function instead"
+    )
+
+
+class Dumper:
+    """:func:`dumps` for many values in turn with one pickler: a new cloudpickle pickler costs
+    more than pickling a small value (cloudpickle supports many dumps on one pickler; each
+    starts here with an empty memo, as a new pickler would)."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._pickler: Any = None
+
+    def dumps(self, obj: Any, what: str) -> bytes:
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        pickler = self._pickler
+        if pickler is None:
+            pickler = self._pickler = cloudpickle.CloudPickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            pickler.clear_memo()
+            pickler.globals_ref = {}  # what functions of one value share
+        try:
+            pickler.dump(obj)
+        except Exception as exc:
+            self._pickler = None  # a fresh one after a failure
+            raise pickling_error(exc, what) from exc
+        return buf.getvalue()
 
 
 def loads(data: bytes | bytearray | memoryview, what: str) -> Any:
@@ -143,6 +172,8 @@ def loading_error(exc: BaseException, what: str) -> SerializationError:
 
 @functools.lru_cache(maxsize=1)
 def _system_dirs() -> tuple[str, ...]:
+    import sysconfig  # here, as ast and zipfile below: a worker never needs them
+
     dirs = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         p = sysconfig.get_paths().get(key)
@@ -333,6 +364,8 @@ def _modules_in(obj: Any, seen: set[int], out: set[str]) -> None:
 
 
 def _imports_of(module: types.ModuleType) -> set[str]:
+    import ast
+
     path = getattr(module, "__file__", None)
     if not path or not path.endswith(".py"):
         return set()
@@ -411,6 +444,8 @@ def _module_root(name: str) -> tuple[str, str]:
 
 def zip_modules(names: Iterable[str]) -> bytes | None:
     """A zip of the sources of the named top-level modules/packages (``None`` if none)."""
+    import zipfile
+
     names = sorted(set(names))
     if not names:
         return None

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wren import job as jobmod
 from wren import keys, serialize
-from wren.client import chaining
+from wren.client import chaining, packages
 from wren.config import Config
 from wren.errors import InvalidInputError
 from wren.client.lease import Lease
@@ -145,6 +145,8 @@ class Submitter:
         self.store_results = store_results  # workers must write statuses (no direct channel)
         self._job_counter = itertools.count()
         self._uploaded: set[str] = set()
+        self._signed: dict[str, bytes] = {}  # func_key -> the signed function
+        self._packages = packages.PackageCache()
         #: held from the first object stored until the executor closes (``wren clean`` spares it)
         self.lease = Lease(storage_backend, self.bucket, identity.prefix)
         self._lock = threading.Lock()
@@ -220,7 +222,7 @@ class Submitter:
         wcfg = self.config.wren
         timeout = check_timeout(timeout, wcfg.runtime_timeout)
         check_options(runtime_memory, extra_env)
-        binder = binder or jobmod.Binder(func)
+        binder = binder or jobmod.Binder.of(func)
         arguments = [binder.place_reserved(*binder.bind_var(args, kwargs, f"call {i}"))
                      for i, (args, kwargs) in enumerate(arguments)]
         for i, (args, kwargs) in enumerate(arguments):
@@ -235,18 +237,26 @@ class Submitter:
             min(wcfg.inline_data_limit, self.compute.max_payload_bytes // 2), ident.secret,
             lambda i: keys.data_place(data_key, call_ids[i]),
         )
-        package, shipped = serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules())
+        package, shipped = self._packages.package(
+            func, packages.options_key(include_modules, exclude_modules),
+            lambda: serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules()))
         if shipped:
             logger.debug("shipping local modules %s with %s", shipped, getattr(func, "__name__", func))
         warn_if_large(func, len(package), wcfg.func_size_warning)
 
         # everything below stores: all checks that can be made are made above
         func_key = keys.func_key(ident.prefix, serialize.content_hash(package))
+        signed = self._signed.get(func_key)
+        if signed is None:
+            signed = serialize.sign(ident.secret, package, func_key)
+            self._signed[func_key] = signed  # the last few functions: call_async in a loop
+            while len(self._signed) > 8:
+                self._signed.pop(next(iter(self._signed)))
         if not ident.nested:  # a nested executor's data lives under its root's prefix
             self.lease.hold()
         with self._lock:
             if func_key not in self._uploaded:
-                self.storage_backend.put_object(self.bucket, func_key, serialize.sign(ident.secret, package, func_key))
+                self.storage_backend.put_object(self.bucket, func_key, signed)
                 self._uploaded.add(func_key)
         if aggregate is not None:
             self.storage_backend.put_object(self.bucket, data_key, aggregate)
@@ -276,6 +286,7 @@ class Submitter:
             retries=wcfg.retries,
             retry_on=list(wcfg.retry_on),
             resolve_futures=resolve_futures,
+            func_package=signed,
         )
         calls = []
         futures = []

@@ -1,13 +1,14 @@
 """Local-filesystem storage: each bucket a folder, each key a file; atomic, multi-process safe."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
 import shutil
 import stat
 import tempfile
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 from collections.abc import Iterable, Iterator
 
 from wren.errors import (
@@ -59,6 +60,10 @@ class LocalStorage(StorageBackend):
     @property
     def default_bucket(self) -> str:
         return self.config.storage_bucket
+
+    def worker_config(self) -> dict[str, Any]:
+        # its fields are plain values: dataclasses.asdict's deep copies cost ~50 us a job
+        return {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
 
     # -- paths ----------------------------------------------------------------------------------
     def _bucket_dir(self, bucket: str) -> str:

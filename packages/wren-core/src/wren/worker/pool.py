@@ -3,17 +3,20 @@ backend and of the container entry point, and a public helper for any backend th
 in local processes (see ``docs/plugins.md``).
 
 One pool per process and size serves every executor and job at call granularity. Calls wait in a
-queue per executor (its ``max_workers`` caps how many of them are in flight) and are taken
-round-robin across executors. A dispatcher thread keeps ``worker_prefetch`` calls queued at each
-worker so it never idles, reads status records from the workers' pipes (no file per call; a
+queue per executor (its ``max_workers`` caps how many of them run at once) and are taken
+round-robin across executors. A dispatcher thread sends each worker its calls (short calls of a
+job, once it has shown them to be short, in batches queued at the worker so that it never
+idles), reads status records from the workers' pipes (no file per call; a
 large result is unpickled as it streams in, see :mod:`wren.worker.stream`), and
 watches them: a worker that dies fails the call it was running with :class:`WorkerDiedError`
 (the calls queued behind it go to other workers) and is replaced; a call past its timeout has
 its worker killed and fails with :class:`CallTimeoutError`.
 
-Workers are fresh interpreters (``python -m wren.worker.poolworker``), not forks, so a
-user's script without an ``if __name__ == "__main__"`` guard is never re-run, and they run the
-same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
+Workers are forks of a *template*: a fresh interpreter the pool starts (never a fork of the
+user's process, so a user's script without an ``if __name__ == "__main__"`` guard is never
+re-run and the user's state is not inherited) that imports what workers need once; a worker,
+first or replacement, then starts in a millisecond or two (:mod:`wren.worker.poolworker`).
+They run the same :class:`wren.worker.runtime.WorkerRuntime` as every other backend.
 
 Using it from a backend (the whole contract; ``examples/wren-backend-subprocess`` is a complete
 plugin built on it)::
@@ -45,37 +48,88 @@ and replaced); ``channel.failed(..., WorkerDiedError)`` when its worker dies (th
 names the signal or exit status; calls queued behind it go to other workers, a fresh worker
 replaces the dead one). Each task ends in exactly one ``deliver`` or ``failed``. Whether the
 status is also written to storage follows ``job.store_results``. Channel methods are called
-from the pool's dispatcher thread: keep them quick and never block there.
+from the pool's dispatcher thread (``running`` also from the thread that calls ``submit``):
+keep them quick and never block there.
 
-The pool is thread-safe. Its workers inherit the environment of the process at the time they
-start (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
+The pool is thread-safe. Its workers inherit the environment of the process at the time the
+pool starts (plus ``WREN_WORKER=1``); they exit when the pool shuts down or the process exits.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
-import pickle
 import select
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
 from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
-from wren.records import Call, Job
+from wren.worker.procs import Task, TemplateProcess, WorkerProcess
 from wren.worker.stream import STREAM, read_result
+
+__all__ = ["Task", "WorkerPool"]
 
 logger = logging.getLogger("wren.pool")
 
-_JOB_CACHE = 128  # job records a worker remembers (the dispatcher mirrors the same LRU)
+# A job whose calls have shown to be short (_PROVEN of them, under _SHORT_CALL s on average)
+# has up to _BATCH calls in flight at each worker, sent several per write when half have
+# finished; nothing is queued behind one of its calls that started before the job proved
+# short, or that has run over _QUEUE_BEHIND s (it may be a straggler). Other calls are
+# sent to a worker only when it has none.
+_SHORT_CALL = 0.002
+_PROVEN = 4
+_BATCH = 16
+_QUEUE_BEHIND = 0.002
+_PACES = 256  # jobs whose pace the pool remembers
+_IDLE_WAKE = 1.0  # seconds the dispatcher waits at most (when no deadline is nearer)
 
+
+class _Pace:
+    """How long a job's calls run at the workers."""
+
+    __slots__ = ("done", "avg", "proven_at")
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.avg = 0.0
+        self.proven_at: float | None = None  # when it showed its calls to be short
+
+    def took(self, seconds: float, now: float) -> None:
+        self.done += 1
+        self.avg = seconds if self.done == 1 else self.avg + 0.2 * (seconds - self.avg)
+        if self.avg >= _SHORT_CALL:
+            self.proven_at = None
+        elif self.proven_at is None and self.done >= _PROVEN:
+            self.proven_at = now
+
+
+class _Paces:
+    """The pace of the last jobs the pool ran calls of."""
+
+    def __init__(self) -> None:
+        self._by_job: collections.OrderedDict[str, _Pace] = collections.OrderedDict()
+
+    def of(self, job_key: str) -> _Pace:
+        pace = self._by_job.get(job_key)
+        if pace is None:
+            pace = self._by_job[job_key] = _Pace()
+            while len(self._by_job) > _PACES:
+                self._by_job.popitem(last=False)
+        return pace
+
+    def proven(self, job_key: str) -> bool:
+        pace = self._by_job.get(job_key)
+        return pace is not None and pace.proven_at is not None
+
+    def may_queue_behind(self, w: WorkerProcess, now: float) -> bool:
+        """Whether more calls may wait at ``w`` behind the one it runs."""
+        pace = self._by_job.get(w.inflight[0].job.job_key)
+        return (pace is not None and pace.proven_at is not None and w.head_started > pace.proven_at
+                and now - w.head_started < _QUEUE_BEHIND)
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
@@ -90,103 +144,30 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-class _Worker:
-    def __init__(self, index: int):
-        self.index = index
-        parent, child = socket.socketpair()
-        env = dict(os.environ)
-        env["WREN_WORKER"] = "1"
-        # its own process group: a dead or stopped worker is killed with everything its calls
-        # started; it dies with this process (see wren.worker.poolworker)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno()), str(os.getpid())],
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            close_fds=True,
-            start_new_session=True,
-        )
-        child.close()
-        # readable when the process exits, even while its children keep the socket open
-        self.pidfd: int | None = None
-        try:
-            self.pidfd = os.pidfd_open(self.proc.pid)
-        except (AttributeError, OSError):  # not Linux >= 5.3: end of file on the socket tells
-            pass
-        self.conn = Connection(parent.detach())
-        self.fd = self.conn.fileno()
-        self._readable = select.poll()
-        self._readable.register(self.fd, select.POLLIN)
-        self.inflight: collections.deque[Task] = collections.deque()
-        self.jobs: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.head_started = 0.0
-        self.dead = False
-
-    def send_task(self, task: Task) -> None:
-        key = task.job.job_key
-        if key in self.jobs:
-            self.jobs.move_to_end(key)
-        else:
-            self.send(("job", key, task.job))
-            self.jobs[key] = None
-            while len(self.jobs) > _JOB_CACHE:
-                old, _ = self.jobs.popitem(last=False)
-                self.send(("forget", old, None))
-        self.send(("call", key, task.call))
-        if not self.inflight:
-            self.head_started = time.monotonic()
-        self.inflight.append(task)
-
-    def send(self, msg: Any) -> None:
-        # plain pickle: Connection.send's ForkingPickler costs more per small message
-        self.conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def recv(self) -> Any:
-        return pickle.loads(self.conn.recv_bytes())
-
-    def has_data(self) -> bool:
-        return bool(self._readable.poll(0))
-
-    def close_pidfd(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-    def kill(self) -> None:
-        self.dead = True
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and what its calls started
-        except OSError:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-
-
-class Task:
-    """One call for the pool: ``owner`` groups calls under one concurrency cap (an executor),
-    ``channel`` hears of the call's start, status record, or failure."""
-
-    __slots__ = ("owner", "job", "call", "channel")
-
-    def __init__(self, owner: str, job: Job, call: Call, channel: ResultChannel):
-        self.owner = owner
-        self.job = job
-        self.call = call
-        self.channel = channel
-
-
 class _Owner:
-    __slots__ = ("queue", "cap", "inflight")
+    """One owner's queued calls, and its calls in flight at each worker: a worker runs its
+    calls one at a time, so the owner has at most ``len(at)`` calls running, and its cap
+    limits that number (the calls it queues at a worker it has already count once)."""
+
+    __slots__ = ("queue", "cap", "inflight", "at")
 
     def __init__(self, cap: int):
         self.queue: collections.deque[Task] = collections.deque()
         self.cap = cap
         self.inflight = 0
+        self.at: dict[WorkerProcess, int] = {}
+
+    def sent(self, w: WorkerProcess) -> None:
+        self.inflight += 1
+        self.at[w] = self.at.get(w, 0) + 1
+
+    def settled(self, w: WorkerProcess) -> None:
+        self.inflight -= 1
+        left = self.at.get(w, 0) - 1
+        if left > 0:
+            self.at[w] = left
+        else:
+            self.at.pop(w, None)
 
 
 class WorkerPool:
@@ -205,10 +186,11 @@ class WorkerPool:
         """The process-wide pool of ``size`` worker processes, started on first use (later
         calls with the same ``size`` return the same pool, whatever ``prefetch``).
 
-        ``prefetch``: calls queued at each worker at once (1: a worker gets its next call
-        when it finishes one; 2 or more hides the pipe round trip for short calls, but a
-        queued call waits behind a long one). The workers start in the background; see
-        :meth:`wait_started`."""
+        ``prefetch``: 1: a worker gets its next call when it finishes one; 2 or more: the
+        calls of a job that has shown them to run under 2 ms are queued at each worker (up to
+        ``max(prefetch, 16)``, sent several per write), which hides the pipe round trip, but a
+        queued call waits behind the one before it, should that one run long. The workers
+        start in the background; see :meth:`wait_started`."""
         with cls._pools_lock:
             pool = cls._pools.get(size)
             if pool is None or pool._closed:
@@ -222,7 +204,15 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._owners: dict[str, _Owner] = {}
         self._rr: collections.deque[str] = collections.deque()
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
+        self._template: TemplateProcess | None = None
+        #: held while the workers' calls in flight change: by the dispatcher thread, except
+        #: while it waits for events, and by a submitting thread that sends calls itself
+        self._send_lock = threading.Lock()
+        #: statuses read, for _deliver
+        self._delivered: collections.deque[tuple[ResultChannel, dict[str, Any]]] = collections.deque()
+        self._wakes_by = 0.0  # when the dispatcher wakes at the latest (monotonic), while it waits
+        self._paces = _Paces()
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -250,6 +240,19 @@ class WorkerPool:
             if not o.queue and owner not in self._rr:
                 self._rr.append(owner)
             o.queue.extend(tasks)
+        # send from this thread while the dispatcher waits: a worker starts the call without
+        # waiting for the dispatcher thread to wake up
+        if not self._closed and self._send_lock.acquire(blocking=False):
+            try:
+                self._dispatch(direct=True)
+                # no need to wake the dispatcher when it wakes before the new calls' deadlines
+                # anyway, and none of them is left in the queue
+                soonest = self._next_deadline()
+                wake = bool(o.queue) or (soonest is not None and soonest < self._wakes_by - time.monotonic())
+            finally:
+                self._send_lock.release()
+            if not wake:
+                return
         self._wake()
 
     def cancel(self, owner: str, job_key: str | None = None) -> list[Task]:
@@ -287,11 +290,14 @@ class WorkerPool:
         except (BlockingIOError, OSError):
             pass
 
-    def _spawn(self, index: int) -> _Worker:
-        return _Worker(index)
+    def _spawn(self, index: int) -> WorkerProcess:
+        if self._template is None or self._template.dead:
+            self._template = TemplateProcess()
+        return WorkerProcess(index, self._template)
 
-    def _next_task(self) -> Task | None:
-        """Round-robin over owners with queued calls and room under their cap (lock held)."""
+    def _next_task(self, w: WorkerProcess) -> Task | None:
+        """The next call for worker ``w``: round-robin over owners with queued calls whose cap
+        lets ``w`` run one more of their calls (lock held)."""
         for _ in range(len(self._rr)):
             owner = self._rr[0]
             o = self._owners.get(owner)
@@ -299,100 +305,159 @@ class WorkerPool:
                 self._rr.popleft()
                 continue
             self._rr.rotate(-1)
-            if o.inflight >= o.cap:
+            if w not in o.at and len(o.at) >= o.cap:
                 continue
-            o.inflight += 1
+            o.sent(w)
             task = o.queue.popleft()
             if not o.queue and owner in self._rr:
                 self._rr.remove(owner)
             return task
         return None
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, direct: bool = False) -> None:
+        """Send queued calls to workers with room (``_send_lock`` held). ``direct``: from a
+        submitting thread, which leaves a worker whose socket failed to the dispatcher."""
+        window = max(self.prefetch, _BATCH) if self.prefetch >= 2 else 1
+        now = time.monotonic()
+        batches: dict[WorkerProcess, list[Task]] = {}
+        limits: dict[WorkerProcess, int] = {}
+        nothing_for: set[WorkerProcess] = set()
         while True:
-            target = None
-            for w in self._workers:
-                if not w.dead and len(w.inflight) < self.prefetch:
-                    if target is None or len(w.inflight) < len(target.inflight):
-                        target = w
-                        if not w.inflight:
-                            break
+            target, load = None, window
+            for w in self._workers:  # the idlest worker with room (calls are dealt in turn)
+                if w.dead or w in nothing_for:
+                    continue
+                queued = batches.get(w)
+                n = len(w.inflight) + (len(queued) if queued else 0)
+                if queued:
+                    limit = limits[w]
+                elif not w.inflight:
+                    limit = 1  # more once its first call is known to be of a short job
+                elif len(w.inflight) <= window // 2 and self._paces.may_queue_behind(w, now):
+                    limit = window
+                else:
+                    continue
+                if n < min(limit, load):
+                    target, load = w, n
+                    if not n:
+                        break
             if target is None:
-                return
+                break
             with self._lock:
-                task = self._next_task()
-            if task is None:
-                return
+                task = self._next_task(target)
+            if task is None:  # no owner may send it more: another worker may take some
+                nothing_for.add(target)
+                continue
+            if target not in batches:
+                limits[target] = window if target.inflight or self._paces.proven(task.job.job_key) else 1
+            batches.setdefault(target, []).append(task)
+        for w, tasks in batches.items():
+            idle = not w.inflight
             try:
-                target.send_task(task)
-                if len(target.inflight) == 1:
-                    task.channel.running(task.job.job_key, task.call.call_id)
+                w.send_tasks(tasks)
             except (OSError, ValueError):
-                target.inflight.append(task)
-                self._worker_died(target)
+                w.inflight.extend(tasks)
+                if not direct:  # else the dispatcher sees it die (its pidfd, the template)
+                    self._worker_died(w)
+                continue
+            if idle:
+                tasks[0].channel.running(tasks[0].job.job_key, tasks[0].call.call_id)
 
-    def _task_done(self, task: Task) -> None:
+    def _task_done(self, task: Task, w: WorkerProcess) -> None:
         with self._lock:
             o = self._owners.get(task.owner)
             if o is not None:
-                o.inflight -= 1
-                if o.inflight == 0 and not o.queue and task.owner not in self._rr:
-                    pass
+                o.settled(w)
 
-    def _requeue(self, tasks: list[Task]) -> None:
+    def _requeue(self, tasks: list[Task], w: WorkerProcess) -> None:
         with self._lock:
             for task in reversed(tasks):
                 o = self._owners.get(task.owner)
                 if o is None:
                     continue
-                o.inflight -= 1
+                o.settled(w)
                 o.queue.appendleft(task)
                 if task.owner not in self._rr:
                     self._rr.append(task.owner)
 
-    def _worker_died(self, w: _Worker, error: BaseException | None = None) -> None:
-        if not w.dead:
-            w.kill()
-        try:
-            code = w.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+    def _fail_worker(self, w: WorkerProcess, error: BaseException) -> None:
+        """``w`` is gone: its running call fails with ``error``, the calls queued behind it go
+        back to the queue, a new worker takes its place."""
         w.close_pidfd()
         if w.inflight:
             head = w.inflight.popleft()
-            if error is None:
-                error = WorkerDiedError(
-                    f"the worker process running call {head.call.call_id} of job "
-                    f"{head.job.job_key} died: {_describe_exit(code)}"
-                )
-            self._task_done(head)
+            self._task_done(head, w)
             head.channel.failed(head.job.job_key, head.call.call_id, error)
-            self._requeue(list(w.inflight))
+            self._requeue(list(w.inflight), w)
             w.inflight.clear()
         if not self._closed:
             idx = self._workers.index(w)
             self._workers[idx] = self._spawn(w.index)
 
+    def _worker_died(self, w: WorkerProcess, error: BaseException | None = None) -> None:
+        if not w.dead:
+            w.kill()
+        code = w.template.exit_code(w, timeout=5)
+        if error is None and w.inflight:
+            head = w.inflight[0]
+            error = WorkerDiedError(
+                f"the worker process running call {head.call.call_id} of job "
+                f"{head.job.job_key} died: {_describe_exit(code)}"
+            )
+        self._fail_worker(w, error or WorkerDiedError("the worker process died"))
+
+    def _template_died(self) -> None:
+        """The template process is gone (killed by someone): its workers die with it (their
+        parent-death signal), so each is killed, its call fails, and a new template starts."""
+        old = self._template
+        assert old is not None
+        old.dead = True
+        code = old.proc.poll()
+        if code is None:
+            old.proc.kill()
+        old.close(timeout=5)
+        code = old.proc.returncode if code is None else code
+        for w in list(self._workers):
+            if w.dead or w.template is not old:
+                continue
+            w.kill()
+            error = None
+            if w.inflight:
+                head = w.inflight[0]
+                error = WorkerDiedError(
+                    f"the worker process running call {head.call.call_id} of job {head.job.job_key} "
+                    f"died: the pool's template process, whose workers die with it, {_describe_exit(code)}"
+                )
+            self._fail_worker(w, error or WorkerDiedError("the template process died"))
+
     def _run(self) -> None:
+        self._send_lock.acquire()
         self._workers = [self._spawn(i) for i in range(self.size)]
         self._started.set()
         try:
-            watched: list[_Worker] = []
+            watched: dict[int, tuple[Any, bool]] = {}
             poller = select.poll()
-            fds: dict[int, tuple[_Worker, bool]] = {}
             while not self._closed:
                 self._dispatch()
-                live = [w for w in self._workers if not w.dead]
-                if live != watched:  # a worker was replaced: watch the new set of descriptors
-                    watched, poller, fds = live, select.poll(), {}
-                    for w in live:
-                        fds[w.fd] = (w, False)
-                        if w.pidfd is not None:  # readable when it exits
-                            fds[w.pidfd] = (w, True)
+                fds = _watched(self._template, self._workers)
+                if fds.keys() != watched.keys() or any(fds[k][0] is not watched[k][0] for k in fds):
+                    watched, poller = fds, select.poll()
                     for fd in [*fds, self._wake_r]:
                         poller.register(fd, select.POLLIN)
                 timeout = self._next_deadline()
-                events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                if timeout is None or timeout > _IDLE_WAKE:  # see submit: a wake-up it can spare
+                    timeout = _IDLE_WAKE
+                self._wakes_by = time.monotonic() + timeout
+                self._send_lock.release()
+                try:
+                    # the statuses read last, delivered without the lock: a thread woken by
+                    # one finds the lock free when it submits its next call
+                    self._deliver()
+                    events = poller.poll(int(max(0.0, self._wakes_by - time.monotonic()) * 1000) + 1)
+                finally:
+                    self._send_lock.acquire()
+                # the template first: a worker's pid is known before its statuses are handled
+                events.sort(key=lambda e: not isinstance(watched.get(e[0], (None,))[0], TemplateProcess))
                 for fd, _ in events:
                     if fd == self._wake_r:
                         try:
@@ -400,30 +465,39 @@ class WorkerPool:
                         except BlockingIOError:
                             pass
                         continue
-                    w, exited = fds[fd]
-                    if w.dead:
+                    who, exited = watched[fd]
+                    if isinstance(who, TemplateProcess):
+                        if who is self._template and not who.dead and (exited or not who.read()):
+                            self._template_died()
                         continue
-                    self._drain(w)  # for an exit: what it sent before it exited
-                    if exited and not w.dead:
-                        self._worker_died(w)
+                    if who.dead:
+                        continue
+                    self._drain(who)  # for an exit: what it sent before it exited
+                    if exited and not who.dead:
+                        self._worker_died(who)
+                self._reaped()
                 self._check_deadlines()
         finally:
-            for w in self._workers:
-                try:
-                    w.send(("exit", None, None))
-                except (OSError, ValueError):
-                    pass
-            for w in self._workers:
-                try:
-                    w.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    pass
-                w.kill()  # and what its calls left running
-                w.close_pidfd()
+            _stop(self._workers, self._template)
+            self._send_lock.release()
+            self._deliver()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def _drain(self, w: _Worker) -> None:
+    def _reaped(self) -> None:
+        """Workers the template reported dead (where no pidfd told first)."""
+        t = self._template
+        if t is None or not t.exits:
+            return
+        for w in list(self._workers):
+            if not w.dead and w.pid in t.exits:
+                self._drain(w)
+                if not w.dead:
+                    self._worker_died(w)
+
+    def _drain(self, w: WorkerProcess) -> None:
+        if w.pid is None:  # its first message may come in before the template's answer
+            w.template.await_pid(w, timeout=1)
         while True:
             try:
                 if not w.has_data():
@@ -438,7 +512,7 @@ class WorkerPool:
             if msg == STREAM:  # a large result, unpickled as it arrives; its status follows
                 head = w.inflight[0]
                 try:
-                    value, error = read_result(w.conn.fileno(), f"the result of call {head.call.call_id}")
+                    value, error = read_result(w.conn, f"the result of call {head.call.call_id}")
                     msg = w.recv()
                 except (EOFError, OSError):
                     self._worker_died(w)
@@ -447,12 +521,22 @@ class WorkerPool:
                     msg["result_value" if error is None else "result_error"] = value if error is None else error
             task = w.inflight.popleft()
             w.head_started = time.monotonic()
-            self._task_done(task)
+            stats = msg.get("stats") if isinstance(msg, dict) else None
+            if stats and "worker_end_tstamp" in stats:  # the call's own time, queueing left out
+                self._paces.of(task.job.job_key).took(
+                    stats["worker_end_tstamp"] - stats["worker_start_tstamp"], w.head_started)
+            self._task_done(task, w)
             self._dispatch()  # the worker's next call first: then the client's bookkeeping
             if w.inflight:
                 nxt = w.inflight[0]
                 nxt.channel.running(nxt.job.job_key, nxt.call.call_id)
-            task.channel.deliver(msg)
+            self._delivered.append((task.channel, msg))
+
+    def _deliver(self) -> None:
+        """Hand the statuses read to their channels (dispatcher thread, lock not held)."""
+        while self._delivered:
+            channel, msg = self._delivered.popleft()
+            channel.deliver(msg)
 
     def _next_deadline(self) -> float | None:
         now = time.monotonic()
@@ -475,3 +559,37 @@ class WorkerPool:
                         f"timeout of {limit:g} s and was stopped; raise timeout= if it needs longer"
                     )
                     self._worker_died(w, err)
+
+
+def _watched(t: TemplateProcess | None, workers: list[WorkerProcess]) -> dict[int, tuple[Any, bool]]:
+    """The descriptors the dispatcher waits on: each live worker's socket and pidfd, the
+    template's control socket and pidfd."""
+    fds: dict[int, tuple[Any, bool]] = {}
+    if t is not None and not t.dead:
+        fds[t.fd] = (t, False)
+        if t.pidfd is not None:
+            fds[t.pidfd] = (t, True)
+    for w in workers:
+        if not w.dead:
+            fds[w.fd] = (w, False)
+            if w.pidfd is not None:  # readable when it exits
+                fds[w.pidfd] = (w, True)
+    return fds
+
+
+def _stop(workers: list[WorkerProcess], t: TemplateProcess | None) -> None:
+    """Ask the workers to exit, give them 2 s, kill what is left (and what their calls
+    started), close the template."""
+    for w in workers:
+        try:
+            w.send(("exit", None, None))
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + 2
+    for w in workers:
+        if t is not None and not t.dead:
+            t.exit_code(w, max(0.0, deadline - time.monotonic()))
+        w.kill()
+        w.close_pidfd()
+    if t is not None:
+        t.close(timeout=2)

@@ -9,17 +9,13 @@ containers through :mod:`wren.worker.__main__`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
-import shutil
-import socket
 import sys
-import tempfile
 import threading
 import time
-import traceback
-import zipfile
 from collections import OrderedDict
 from typing import Any
 from collections.abc import Callable
@@ -32,6 +28,7 @@ from wren.errors import (
     WorkerDiedError,
 )
 from wren.keys import data_place, result_key, status_key
+from wren.future import contains_futures
 from wren.records import Call, Job
 from wren.version import PYTHON_VERSION, __version__
 from wren.worker import context, tracebacks
@@ -40,6 +37,8 @@ def exception_payload(exc: BaseException, note: str | None = None) -> dict[str, 
     """The fields of a status record that describe a failure: type, message, traceback (the
     user's frames; wren's own are hidden), the pickled exception (``None`` when it cannot
     travel) and ``note``, naming the call (the client adds it to the exception)."""
+    import traceback
+
     tracebacks.hide_internal_frames(exc)
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     payload: dict[str, Any] = {
@@ -97,7 +96,15 @@ class _Tee(io.TextIOBase):
 _tee_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=64)
+def _key(hex_secret: str) -> bytes:
+    return bytes.fromhex(hex_secret)
+
+
 def _install_tees() -> tuple[_Tee, _Tee]:
+    out, err = sys.stdout, sys.stderr
+    if isinstance(out, _Tee) and isinstance(err, _Tee):
+        return out, err
     with _tee_lock:
         if not isinstance(sys.stdout, _Tee):
             sys.stdout = _Tee(sys.stdout)
@@ -120,7 +127,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self.cold = True
         self.started = time.time()
-        self.host = socket.gethostname()
+        self.host = os.uname().nodename  # socket.gethostname(), without importing socket
 
     # -- caches ---------------------------------------------------------------------------------
     def storage_for(self, job: Job) -> Any:
@@ -140,6 +147,10 @@ class WorkerRuntime:
     def _unpack_modules(self, func_hash: str, zipped: bytes, names: list[str]) -> None:
         if func_hash in self._module_dirs:
             return
+        import shutil
+        import tempfile
+        import zipfile
+
         base = os.path.join(tempfile.gettempdir(), f"wren-modules-{os.getuid()}")
         os.makedirs(base, mode=0o700, exist_ok=True)
         target = os.path.join(base, func_hash)
@@ -163,13 +174,15 @@ class WorkerRuntime:
         sys.path.insert(0, target)
         self._module_dirs[func_hash] = target
 
-    def load_function(self, job: Job, storage: Any, secret: bytes) -> Any:
+    def load_function(self, job: Job, storage: Callable[[], Any], secret: bytes) -> Any:
+        """The job's function (verified, cached); ``storage()`` gives the job's storage."""
         cache_key = (job.func_key, job.secret)
         with self._lock:
             if cache_key in self._funcs:
                 self._funcs.move_to_end(cache_key)
                 return self._funcs[cache_key]
-        blob = storage.get_object(job.bucket, job.func_key)
+        # the localhost pool hands workers the signed function with the job: no storage read
+        blob = job.func_package if job.func_package is not None else storage().get_object(job.bucket, job.func_key)
         package = pickle.loads(serialize.verify(secret, blob, "the stored function", job.func_key))
         if package.get("modules"):
             self._unpack_modules(job.func_key.rsplit("/", 1)[-1], package["modules"], package["module_names"])
@@ -181,14 +194,14 @@ class WorkerRuntime:
                 self._funcs.popitem(last=False)
         return func
 
-    def load_data(self, job: Job, call: Call, storage: Any, secret: bytes) -> tuple:
+    def load_data(self, job: Job, call: Call, storage: Callable[[], Any], secret: bytes) -> tuple:
         raw: bytes | memoryview
         if call.data is not None:
             raw = call.data
         else:
             assert call.data_range is not None and job.data_key is not None
             first, last = call.data_range
-            blob = storage.get_object(job.bucket, job.data_key, (first, last))
+            blob = storage().get_object(job.bucket, job.data_key, (first, last))
             raw = serialize.verify(secret, blob, "the stored call data", data_place(job.data_key, call.call_id))
         return serialize.loads(raw, "the call's data")
 
@@ -228,8 +241,14 @@ class WorkerRuntime:
         }
         status["stats"] = stats
         logs = io.StringIO()
-        storage = None
-        secret = bytes.fromhex(job.secret)
+        made: list[Any] = []
+
+        def storage() -> Any:  # the job's storage, built when first needed
+            if not made:
+                made.append(self.storage_for(job))
+            return made[0]
+
+        secret = _key(job.secret)
         publisher = self.publisher_for(job)
         if publisher is not None:
             self._publish(publisher, job, "start", {"job_key": job.job_key, "call_id": call_id})
@@ -240,13 +259,12 @@ class WorkerRuntime:
                     f"the client runs Python {job.python} but this runtime has Python {PYTHON_VERSION}: "
                     f"use a runtime built for Python {job.python} (wren runtime build)"
                 )
-            storage = self.storage_for(job)
             func = self.load_function(job, storage, secret)
             args, kwargs = self.load_data(job, call, storage, secret)
             if job.resolve_futures:  # futures passed as arguments (chaining): their results
                 from wren.worker.collect import resolve_futures
 
-                args, kwargs = resolve_futures((args, kwargs), storage, job.bucket, job.timeout, secret,
+                args, kwargs = resolve_futures((args, kwargs), storage(), job.bucket, job.timeout, secret,
                                                {"retries": job.retries, "retry_on": job.retry_on})
             arguments = (args, kwargs)  # named in the note of a failure
             kwargs = dict(kwargs)
@@ -256,16 +274,14 @@ class WorkerRuntime:
             if reserved.get("storage"):
                 from wren.storage.client import Storage
 
-                kwargs.setdefault("storage", Storage(storage_backend=storage))
+                kwargs.setdefault("storage", Storage(storage_backend=storage()))
             if (reserved.get("obj") or reserved.get("url")) and call.obj is not None:
                 from wren.partitioner import make_obj
 
-                kwargs["obj" if reserved.get("obj") else "url"] = make_obj(call.obj, storage, job)
+                kwargs["obj" if reserved.get("obj") else "url"] = make_obj(call.obj, storage(), job)
             stats["worker_func_start_tstamp"] = time.time()
             result = self._call(func, args, kwargs, job, call, logs)
             stats["worker_func_end_tstamp"] = time.time()
-            from wren.future import contains_futures
-
             if contains_futures(result):
                 status["futures"] = True
             what = f"the result of call {call_id} (type {type(result).__name__})"
@@ -289,7 +305,7 @@ class WorkerRuntime:
                 status["result"] = data
             else:
                 status["result_key"] = result_key(job.prefix, call_id, attempt)
-                storage.put_object(job.bucket, status["result_key"], serialize.sign(secret, data, status["result_key"]))
+                storage().put_object(job.bucket, status["result_key"], serialize.sign(secret, data, status["result_key"]))
         except BaseException as exc:  # the user's exception, or ours: both become the status
             stats.setdefault("worker_func_end_tstamp", time.time())
             if isinstance(exc, SystemExit):
@@ -315,7 +331,7 @@ class WorkerRuntime:
         if write_status is None:
             write_status = job.store_results
         if write_status:
-            self.write_status(job, status, storage)
+            self.write_status(job, status, made[0] if made else None)
         if publisher is not None:
             self._publish(publisher, job, "finish", status)
         return status
@@ -362,7 +378,7 @@ class WorkerRuntime:
 
     def _call(self, func: Any, args: tuple, kwargs: dict, job: Job, call: Call, logs: io.StringIO) -> Any:
         extra_env = job.extra_env or {}
-        saved_env = {k: os.environ.get(k) for k in extra_env}
+        saved_env = {k: os.environ.get(k) for k in extra_env} if extra_env else {}
         out, err = _install_tees()
         ctx: dict[str, Any] = {
             "config": job.config,
@@ -380,7 +396,8 @@ class WorkerRuntime:
         err.capture(logs)
         context.set_current(ctx)
         try:
-            os.environ.update({str(k): str(v) for k, v in extra_env.items()})
+            if extra_env:
+                os.environ.update({str(k): str(v) for k, v in extra_env.items()})
             result = func(*args, **kwargs)
             self._settle_nested(ctx, result)
             return result

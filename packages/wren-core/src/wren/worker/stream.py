@@ -47,12 +47,17 @@ def _recv_exact(fd: int, view: memoryview) -> None:
 
 class ResultWriter:
     """The file the worker pickles a result into: buffered up to ``inline`` bytes, then
-    streamed through ``conn`` (a :class:`multiprocessing.connection.Connection`)."""
+    streamed through ``conn`` (a :class:`wren.worker.wire.Channel`, or anything with
+    ``send(obj)`` and ``fileno()`` that writes unbuffered)."""
 
     def __init__(self, conn: Any, inline: int):
         self.conn = conn
         self.fd = conn.fileno()
         self.inline = inline
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for the next result."""
         self.pieces: list[bytes] = []
         self.size = 0
         self.streaming = False
@@ -87,30 +92,45 @@ class ResultWriter:
 def sink(conn: Any, inline: int):  # type: ignore[no-untyped-def]
     """A ``result_sink`` for :meth:`wren.worker.runtime.WorkerRuntime.run`: pickles a result
     into ``conn``; returns ``(bytes or None when streamed, size)``."""
+    w = ResultWriter(conn, inline)
+    # one pickler for every result (a new one costs ~20 us, more than a small result's dump):
+    # cloudpickle supports many dumps on one Pickler; each starts with an empty memo
+    picklers: list[Any] = []
+
     def put(result: Any, what: str) -> tuple[bytes | None, int]:
-        w = ResultWriter(conn, inline)
+        w.reset()
+        if picklers:
+            pickler = picklers.pop()
+            pickler.clear_memo()
+            pickler.globals_ref = {}  # what functions of this result share, as a new pickler's
+        else:
+            pickler = cloudpickle.CloudPickler(w, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            cloudpickle.CloudPickler(w, protocol=pickle.HIGHEST_PROTOCOL).dump(result)
+            pickler.dump(result)
         except Exception:
             w.close(ok=False)
             dumps(result, what)  # raises the error every backend gives for an unpicklable result
             raise
+        picklers.append(pickler)  # not after a failure: a fresh one then
         w.close(ok=True)
-        return (None if w.streaming else b"".join(w.pieces)), w.size
+        out, size = (None if w.streaming else b"".join(w.pieces)), w.size
+        w.reset()
+        return out, size
     return put
 
 
 class _Reader:
     """The chunks of a streamed result, as a file for the unpickler."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, source: Any):
+        # a wren.worker.wire.Channel (its buffered bytes first), or a socket's descriptor
+        self._read_exact = getattr(source, "read_exact", None) or (lambda view: _recv_exact(source, view))
         self.left = 0
         self.done = False
         self._head = memoryview(bytearray(8))
 
     def _next(self) -> None:
-        _recv_exact(self.fd, self._head)
+        self._read_exact(self._head)
         n = int.from_bytes(self._head, "little")
         if n == _ABORT:
             self.done = True
@@ -129,7 +149,7 @@ class _Reader:
                 self._next()
                 continue
             part = view[total: total + min(self.left, len(view) - total)]
-            _recv_exact(self.fd, part)
+            self._read_exact(part)
             total += len(part)
             self.left -= len(part)
         return total
@@ -150,12 +170,13 @@ class _Reader:
             self.readinto(memoryview(scratch)[: min(self.left, len(scratch))])
 
 
-def read_result(fd: int, what: str) -> tuple[Any, BaseException | None]:
-    """Unpickle a streamed result from socket ``fd``: ``(value, None)``, or ``(None, error)``
+def read_result(source: Any, what: str) -> tuple[Any, BaseException | None]:
+    """Unpickle a streamed result from ``source`` (a :class:`wren.worker.wire.Channel`, or a
+    socket's descriptor): ``(value, None)``, or ``(None, error)``
     when it cannot be unpickled here (the stream is read to its end either way; when the
     worker gave up pickling, the status that follows says why). A broken socket raises
     ``EOFError``/``OSError``."""
-    reader = _Reader(fd)
+    reader = _Reader(source)
     try:
         value = pickle.Unpickler(reader).load()  # type: ignore[arg-type]
     except (EOFError, OSError):

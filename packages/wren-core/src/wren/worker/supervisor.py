@@ -1,14 +1,14 @@
 """Running calls under supervision inside a container: a warm pool of worker processes.
 
 The container entry point (:mod:`wren.worker.__main__`) hands each call to the same pool the
-localhost backend uses (:class:`wren.worker.pool.WorkerPool`): fresh interpreters started
-once, which keep their imports, storage clients and unpickled functions warm between calls. The
+localhost backend uses (:class:`wren.worker.pool.WorkerPool`): worker processes started
+once (forks of a template interpreter), which keep their imports, storage clients and unpickled functions warm between calls. The
 pool enforces the timeout by killing the worker and notices a worker that dies (out of memory,
 ``os._exit``, a signal); the supervisor then writes that call's status record itself, so every
 call ends with a status in storage whatever happened to it.
 
-Workers are started with fork+exec, never a bare fork, so no connection or lock of this
-process is shared with them.
+Workers are never forks of this process (the template is started with fork+exec), so no
+connection or lock of this process is shared with them.
 """
 from __future__ import annotations
 
