@@ -149,3 +149,16 @@ def test_workers_neither_rerun_the_script_nor_inherit_its_state(tmp_path):
     assert out.returncode == 0, out.stderr
     assert runs.read_text() == "ran\n"
     assert out.stdout.strip().splitlines()[-1] == "[False, False, False, False]"
+
+
+def test_files_in_the_working_directory_never_shadow_the_standard_library(tmp_path):
+    """A random.py or concurrent.py in the folder the client runs from (a user's scratch
+    folder) is not imported by the workers in place of the standard library's."""
+    for name in ("random", "concurrent", "queue", "selectors", "pickle", "hashlib", "struct", "json", "typing", "dataclasses"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('the user folder shadowed the stdlib')\n")
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.remove(sys.path[0]); import wren\n"
+                          "with wren.function_executor() as fexec: print(fexec.get_result(fexec.map(abs, [-1, -2])))"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "WREN_PROGRESSBAR": "0"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[1, 2]"

@@ -118,7 +118,10 @@ class TemplateProcess:
 
 
 # the template's command: -c, not -m, spares it runpy's imports
-_TEMPLATE = "import sys; from wren.worker.poolworker import template; template(int(sys.argv[1]), int(sys.argv[2]))"
+# ``-c`` puts the working directory first on sys.path: it goes before anything is imported, so
+# that a random.py or concurrent.py of the user's folder never shadows the standard library
+_TEMPLATE = ("import sys; del sys.path[0]; from wren.worker.poolworker import template; "
+             "template(int(sys.argv[1]), int(sys.argv[2]))")
 
 
 class WorkerProcess:
