@@ -91,7 +91,7 @@ def _describe_exit(code: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, index: int):
+    def __init__(self, index: int, stream_results: bool = True):
         self.index = index
         parent, child = socket.socketpair()
         env = dict(os.environ)
@@ -99,7 +99,8 @@ class _Worker:
         # its own process group: a dead or stopped worker is killed with everything its calls
         # started; it dies with this process (see wren.worker.poolworker)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "wren.worker.poolworker", str(child.fileno()), str(os.getpid()),
+             str(int(stream_results))],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -216,9 +217,13 @@ class WorkerPool:
                 cls._pools[size] = pool
             return pool
 
-    def __init__(self, size: int, prefetch: int):
+    def __init__(self, size: int, prefetch: int, *, stream_results: bool = True):
+        """Prefer :meth:`shared`. ``stream_results=False``: results stay pickled bytes, in the
+        status record or in storage as the job says, never streamed to this process (for an
+        owner that forwards the records, like the container entry point)."""
         self.size = size
         self.prefetch = prefetch
+        self.stream_results = stream_results
         self._lock = threading.Lock()
         self._owners: dict[str, _Owner] = {}
         self._rr: collections.deque[str] = collections.deque()
@@ -288,7 +293,7 @@ class WorkerPool:
             pass
 
     def _spawn(self, index: int) -> _Worker:
-        return _Worker(index)
+        return _Worker(index, self.stream_results)
 
     def _next_task(self) -> Task | None:
         """Round-robin over owners with queued calls and room under their cap (lock held)."""

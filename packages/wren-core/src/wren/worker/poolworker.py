@@ -1,10 +1,12 @@
-"""Entry point of a pool worker: ``python -m wren.worker.poolworker FD [PARENT_PID]``.
+"""Entry point of a pool worker: ``python -m wren.worker.poolworker FD [PARENT_PID [STREAM]]``.
 
 Reads ``("job", key, record)``, ``("call", key, record)``, ``("forget", key, _)`` and
 ``("exit", _, _)`` messages from the socket ``FD`` and answers each call with its status record.
-A result of any size travels on the socket (no file, no storage): one that pickles to more than
-``INLINE_RESULT_BYTES`` is pickled straight into the socket before its status
-(:mod:`wren.worker.stream`), so that neither side holds a second copy of it.
+For a job whose statuses are not stored, a result of any size travels on the socket (no file,
+no storage): one that pickles to more than ``INLINE_RESULT_BYTES`` is pickled straight into the
+socket before its status (:mod:`wren.worker.stream`), so that neither side holds a second copy
+of it. With ``STREAM`` 0 results stay pickled bytes in the status or go to storage, as the job
+says (the pool's owner forwards the records instead of using them).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def _die_with_parent(parent_pid: int) -> None:
         stop(signal.SIGTERM, None)
 
 
-def main(fd: int, parent_pid: int | None = None) -> None:
+def main(fd: int, parent_pid: int | None = None, stream_results: bool = True) -> None:
     if parent_pid:
         _die_with_parent(parent_pid)
     # The worker must not import what happens to sit in the client's working directory:
@@ -51,7 +53,7 @@ def main(fd: int, parent_pid: int | None = None) -> None:
 
     conn = Connection(fd)
     runtime = get_runtime()
-    put_result = sink(conn, INLINE_RESULT_BYTES)
+    put_result = sink(conn, INLINE_RESULT_BYTES) if stream_results else None
     jobs: collections.OrderedDict[str, dict] = collections.OrderedDict()
     while True:
         try:
@@ -73,4 +75,5 @@ def main(fd: int, parent_pid: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None,
+         sys.argv[3] != "0" if len(sys.argv) > 3 else True)
