@@ -205,3 +205,65 @@ def test_docker_clean_command_removes_orphans(runtime_image, docker_client, caps
     assert main(["docker-clean", "--json"]) == 0
     assert orphan.name in capsys.readouterr().out
     assert orphan.id not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+def _overlaps(futures):
+    spans = sorted((f.stats["worker_start_tstamp"], f.stats["worker_end_tstamp"]) for f in futures)
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
+def test_many_calls_travel_in_few_requests_and_max_workers_caps_them(runtime_image):
+    from wren_backend_docker.pool import ContainerPool
+
+    with wren.function_executor(config=_config(runtime_image)) as ex:
+        assert ex.get_result(ex.map(operator.neg, range(300))) == [-i for i in range(300)]
+        pool = next(p for p in ContainerPool._pools.values() if p.image == runtime_image)
+        assert pool.requests < 300  # batches, each answered call by call
+        futures = ex.map(time.sleep, [0.2] * 6)
+        ex.get_result(futures)
+        assert _overlaps(futures) == 2  # both containers at work
+    with wren.function_executor(config=_config(runtime_image), max_workers=1) as ex:
+        futures = ex.map(time.sleep, [0.2] * 4)
+        ex.get_result(futures)
+        assert _overlaps(futures) == 1  # never two at once, though two containers are idle
+
+
+def _task(owner, job_key, call_id, size=0):
+    from wren.records import Call, Job
+    from wren_backend_docker.scheduling import Task
+
+    return Task(owner, Job(job_key), Call(call_id, data=b"x" * size), None)
+
+
+def test_call_queue_batches_one_job_takes_turns_and_keeps_caps():
+    from wren_backend_docker.scheduling import CallQueue
+
+    q = CallQueue()
+    q.put("a", None, [_task("a", "a/J1", str(i)) for i in range(5)] + [_task("a", "a/J2", "x")])
+    q.put("b", 2, [_task("b", "b/J1", str(i)) for i in range(5)])
+    assert q.queued == 11
+    first = q.take(10, 1 << 20)
+    assert [t.call.call_id for t in first] == ["0", "1", "2", "3", "4"]  # one job per batch
+    second = q.take(10, 1 << 20)
+    assert [(t.owner, t.call.call_id) for t in second] == [("b", "0"), ("b", "1")]  # b's cap is 2
+    assert q.next_job().job_key == "a/J2" and [t.job.job_key for t in q.take(10, 1 << 20)] == ["a/J2"]
+    assert q.take(10, 1 << 20) == [] and q.next_job() is None  # b at its cap, a empty
+    assert q.done(second[0]) is True  # b below its cap again, with calls queued
+    assert [t.call.call_id for t in q.take(10, 1 << 20)] == ["2"]
+    assert q.cancel("b/J1") == 2 and q.queued == 0
+    q.put("c", None, [_task("c", "c/J", str(i), size=600) for i in range(4)])
+    assert len(q.take(10, 1000)) == 2  # the bytes of inline data bound a batch (the first always goes)
+    q.forget("c")
+    assert q.queued == 0 and q.next_job() is None
+
+
+def test_call_queue_remembers_how_long_calls_take():
+    from wren_backend_docker.scheduling import CallQueue
+
+    q = CallQueue()
+    assert q.seconds("e/J") is None
+    q.measured("e/J", {"success": True, "stats": {"worker_start_tstamp": 10.0, "worker_end_tstamp": 10.5}})
+    q.measured("e/J", {"success": False, "stats": {"worker_start_tstamp": 10.0, "worker_end_tstamp": 99.0}})
+    assert q.seconds("e/J") == 0.5
+    q.measured("e/J", {"success": True, "stats": {"worker_start_tstamp": 0.0, "worker_end_tstamp": 1.5}})
+    assert 0.5 < q.seconds("e/J") < 1.5

@@ -49,8 +49,13 @@ With ``route_by_host`` (the tests' stand-in), calls reach the pods through one i
 ``knative.ingress_endpoint``), 404 for an unknown host; without it (the benchmark)
 ``status.url`` is the revision's router on 127.0.0.1. Each revision's router plays the
 queue-proxy: ``containerConcurrency`` per pod, a queue of ``10 * containerConcurrency`` per pod
-beyond which requests get 503 ``pending request queue full`` (``pkg/queue/sharedmain/main.go``),
-and 504 ``request timeout`` when the pod has not started answering within the revision's
+beyond which requests get 503 ``pending request queue full`` (``pkg/queue/sharedmain/main.go``);
+and the activator, which Knative puts in the path while a burst exceeds the revision's
+``target-burst-capacity`` (200 by default: below that many slots of capacity, always; -1:
+always): then the queue holds 10000 requests (``breakerQueueDepth``,
+``pkg/activator/net/throttler.go``) before the 503s. Connections are kept alive, on both sides
+of the router, as the ingress and the queue-proxy keep theirs. The router answers 504
+``request timeout`` when the pod has not started answering within the revision's
 response-start timeout or ``timeoutSeconds`` (``pkg/http/handler/timeout.go``). On the Docker
 engine a pod's container gets its ``resources.limits.memory`` (a call over it is OOM-killed).
 
@@ -83,6 +88,12 @@ from typing import Any
 
 GROUP, VERSION, PLURAL, KIND = "serving.knative.dev", "v1", "services", "Service"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
+TARGET_BURST_CAPACITY = "autoscaling.knative.dev/target-burst-capacity"
+#: config-autoscaler's target-burst-capacity
+DEFAULT_TARGET_BURST_CAPACITY = 200
+#: requests Knative's activator queues per revision before it answers 503 (``breakerQueueDepth``,
+#: pkg/activator/net/throttler.go)
+ACTIVATOR_QUEUE_DEPTH = 10000
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -268,20 +279,27 @@ class Router:
     at most ``containerConcurrency`` at a time on each (0: unlimited), queueing the rest."""
 
     def __init__(self, pods: list[Endpoint], concurrency: int, timeout: float | None = None,
-                 response_start: float | None = None):
+                 response_start: float | None = None, activator: bool = False):
         self.pods = pods
         self.busy = [0] * len(pods)
         self.limit = concurrency or 1 << 30
-        #: requests that may wait for a pod: 10 * containerConcurrency per pod (none when 0)
-        self.queue_limit = 10 * concurrency * len(pods) if concurrency else None
+        #: requests that may wait for a pod (none when containerConcurrency is 0): with the
+        #: activator in the path, its queue; else the queue-proxies', 10 * containerConcurrency
+        #: per pod
+        self.queue_limit = (ACTIVATOR_QUEUE_DEPTH if activator else 10 * concurrency * len(pods)) if concurrency else None
         self.waiting = 0
         #: the queue-proxy's timers: the response must start within this many seconds
         self.first_byte = min(t for t in (timeout, response_start) if t) if (timeout or response_start) else None
         self.stats = {"queue_full": 0, "timeouts": 0}
         self.cond = threading.Condition()
+        #: kept connections to each pod (the queue-proxy keeps its connections to the container)
+        self.idle: list[list[http.client.HTTPConnection]] = [[] for _ in pods]
         router = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep-alive, as Knative's ingress and activator do (every answer has a length)
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *a: Any) -> None:
                 pass
 
@@ -293,21 +311,23 @@ class Router:
                     code, data, ctype = 503, b"pending request queue full\n", "text/plain; charset=utf-8"
                 else:
                     started = time.monotonic()
+                    conn = None
                     try:
-                        pod = urllib.parse.urlsplit(router.pods[i].url)
-                        conn = http.client.HTTPConnection(pod.hostname, pod.port, timeout=router.first_byte)
                         headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
-                        conn.request(self.command, self.path, body=body, headers=headers)
-                        resp = conn.getresponse()
+                        conn, resp = router.send(i, self.command, self.path, body, headers)
                         code, data, ctype = resp.status, resp.read(), resp.getheader("Content-Type") or "application/json"
-                        conn.close()
+                        with router.cond:
+                            router.idle[i].append(conn)
                     except (TimeoutError, socket.timeout):  # the queue-proxy's timeout handler
                         with router.cond:
                             router.stats["timeouts"] += 1
                         code, data, ctype = 504, b"request timeout", "text/plain; charset=utf-8"
-                        conn.close()
+                        if conn is not None:
+                            conn.close()
                     except (OSError, http.client.HTTPException) as exc:  # the pod died under it: a 502
                         code, data, ctype = 502, json.dumps({"error": f"pod unreachable: {exc}"}).encode(), "application/json"
+                        if conn is not None:
+                            conn.close()
                     finally:
                         router.release(i)
                     del started
@@ -328,6 +348,27 @@ class Router:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def send(self, i: int, method: str, path: str, body: bytes | None,
+             headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The request on a kept connection to pod ``i`` (once more on a new one when the pod
+        had closed a kept one), or on a new connection."""
+        with self.cond:
+            conn = self.idle[i].pop() if self.idle[i] else None
+        if conn is not None:
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                return conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+        pod = urllib.parse.urlsplit(self.pods[i].url)
+        conn = http.client.HTTPConnection(pod.hostname, pod.port, timeout=self.first_byte)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
 
     def acquire(self) -> int | None:
         with self.cond:
@@ -354,6 +395,11 @@ class Router:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        with self.cond:
+            for conns in self.idle:
+                for conn in conns:
+                    conn.close()
+                conns.clear()
         for pod in self.pods:
             pod.stop()
 
@@ -751,9 +797,13 @@ class KubeStandIn:
                         pod.stop()
                     raise problems[0]
                 rspec = tmpl["spec"]
-                router = Router(pods, int(rspec.get("containerConcurrency") or 0),
+                cc = int(rspec.get("containerConcurrency") or 0)
+                tbc = float(((tmpl.get("metadata") or {}).get("annotations") or {}).get(
+                    TARGET_BURST_CAPACITY, DEFAULT_TARGET_BURST_CAPACITY))
+                router = Router(pods, cc,
                                 timeout=float(rspec.get("timeoutSeconds") or 0) or None,
-                                response_start=float(rspec.get("responseStartTimeoutSeconds") or 0) or None)
+                                response_start=float(rspec.get("responseStartTimeoutSeconds") or 0) or None,
+                                activator=cc > 0 and (tbc < 0 or len(pods) * cc < tbc))
                 ep = Endpoint(router.url, router.stop, revision)
                 ep.router = router
             except Exception as exc:

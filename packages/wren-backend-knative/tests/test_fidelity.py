@@ -199,6 +199,21 @@ def test_queue_proxy_timeout_504_and_bounded_queue_503():
         pod.stop()
 
 
+def test_the_activator_queues_a_burst_the_queue_proxy_would_refuse():
+    from k8s_standin import Endpoint, Router
+
+    pod = _SlowPod(0.05)
+    router = Router([Endpoint(pod.url, lambda: None, "p")], concurrency=1, timeout=10, activator=True)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(lambda _: _post(router.url), range(20)))
+        assert [c for c, _ in codes] == [200] * 20 and router.stats["queue_full"] == 0
+    finally:
+        router.server.shutdown()
+        router.server.server_close()
+        pod.stop()
+
+
 def test_ingress_routes_by_host_and_rbac_refusals(api):
     assert _post(api.ingress_url)[0] == 404  # no route for that host
     api.forbidden_namespaces.add("wren-unit")

@@ -7,12 +7,15 @@ processes). The backend here is a test plugin registered for these tests only.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from typing import Any, ClassVar
 
@@ -49,10 +52,51 @@ class HttpTestBackend(ComputeBackend):
                 raise InvocationError(f"cannot reach the test worker at {self.config.url}: {exc}") from exc
 
 
+class HttpStreamBackend(ComputeBackend):
+    """Posts the calls of each job in one request with ``"stream_status": true`` and delivers
+    the records as they come (no cap of its own: for small jobs only)."""
+
+    name: ClassVar[str] = "httpstream"
+    config_class: ClassVar[type] = HttpTestConfig
+    runs_locally: ClassVar[bool] = True
+    delivers_results: ClassVar[bool] = True
+    manages_concurrency: ClassVar[bool] = True
+    payloads: ClassVar[list[dict]] = []
+
+    def invoke(self, job, calls, channel):
+        body = protocol.dumps({"job": job, "calls": list(calls), "stream_status": True})
+        type(self).payloads.append(json.loads(body))
+        threading.Thread(target=self._read, args=(body, job, calls, channel), daemon=True).start()
+
+    def _read(self, body, job, calls, channel):
+        pending = {c.call_id for c in calls}
+        url = urllib.parse.urlsplit(self.config.url)
+        try:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=job.timeout + 30)
+            conn.request("POST", "/", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.getheader("Content-Type") == "application/x-ndjson"
+            while pending:
+                line = resp.readline()
+                if not line:
+                    break
+                status = protocol.loads_line(line)
+                pending.discard(status["call_id"])
+                channel.deliver(status)
+            conn.close()
+        except Exception as exc:
+            for call_id in pending:
+                channel.failed(job.job_key, call_id, exc)
+            return
+        for call_id in pending:
+            channel.failed(job.job_key, call_id, InvocationError("the answer ended early"))
+
+
 class _Plugin:
     @wren.hookimpl
     def wren_compute_backends(self):
-        return [wren.ComputeBackendSpec("httptest", HttpTestBackend, HttpTestConfig)]
+        return [wren.ComputeBackendSpec("httptest", HttpTestBackend, HttpTestConfig),
+                wren.ComputeBackendSpec("httpstream", HttpStreamBackend, HttpTestConfig)]
 
 
 def _free_port() -> int:
@@ -103,6 +147,29 @@ class TestThroughTheContainerEntryPoint(ComputeBackendConformance):
     def executor_config(self, worker_server):
         return {"wren": {"backend": "httptest", "storage": "localhost", "max_workers": 8, "monitor_interval": 0.2},
                 "httptest": {"url": worker_server}}
+
+
+class TestStreamedThroughTheContainerEntryPoint(ComputeBackendConformance):
+    death_report_seconds = 30.0
+
+    @pytest.fixture
+    def executor_config(self, worker_server):
+        return {"wren": {"backend": "httpstream", "storage": "localhost", "max_workers": 8},
+                "httpstream": {"url": worker_server}}
+
+
+def test_streamed_statuses_come_as_calls_end_and_stay_out_of_storage(worker_server):
+    cfg = {"wren": {"backend": "httpstream", "storage": "localhost", "max_workers": 8},
+           "httpstream": {"url": worker_server}}
+    HttpStreamBackend.payloads.clear()
+    with wren.function_executor(config=cfg) as ex:
+        fast, slow = ex.map(time.sleep, [0, 1.5])
+        assert ex.get_result([fast, slow]) == [None, None]
+        assert len(HttpStreamBackend.payloads) == 1  # both calls in one request...
+        # ...and the fast one's record came while the slow one still ran
+        assert fast.stats["host_status_done_tstamp"] < slow.stats["worker_end_tstamp"]
+        keys = ex.storage_backend.list_keys(ex.bucket, ex.prefix + "/")
+        assert any("/funcs/" in k for k in keys) and not [k for k in keys if k.endswith(".status")], keys
 
 
 def test_metadata_endpoint(worker_server):

@@ -205,3 +205,36 @@ def test_pickles_without_its_client(cos_storage):
     cos_storage.client  # noqa: B018 - make one
     copy = pickle.loads(pickle.dumps(cos_storage))
     assert copy._client is None and copy.config == cos_storage.config
+
+
+def test_timestamps_are_read_without_dateutil_and_the_same():
+    import datetime
+
+    from ibm_botocore.utils import parse_timestamp as sdk_parse
+    from wren_storage_cos.storage import parse_timestamp
+
+    for text in ("2026-12-02T14:44:43.000Z", "2026-12-02T14:44:43Z", "2026-12-02T14:44:43.123456+02:00",
+                 "Wed, 02 Dec 2026 14:44:43 GMT", "1764686683"):
+        ours = parse_timestamp(text)
+        assert ours.tzinfo is not None and ours.timestamp() == sdk_parse(text).timestamp(), text
+    assert parse_timestamp("2026-12-02T14:44:43Z") == datetime.datetime(2026, 12, 2, 14, 44, 43, tzinfo=datetime.timezone.utc)
+
+
+def test_listed_and_headed_objects_carry_their_time(cos_storage, cos_section, prefix):
+    import time
+
+    bucket = cos_section["storage_bucket"]
+    cos_storage.put_object(bucket, prefix + "t", b"x")
+    (listed,) = list(cos_storage.list_objects(bucket, prefix + "t"))
+    headed = cos_storage.head_object(bucket, prefix + "t")
+    assert abs(listed.last_modified - time.time()) < 300 and abs(headed.last_modified - listed.last_modified) < 2
+
+
+def test_small_puts_do_not_wait_for_100_continue(cos_storage, cos_section, prefix):
+    bucket = cos_section["storage_bucket"]
+    seen = []
+    cos_storage.client.meta.events.register("before-send.s3", lambda request, **kw: seen.append(dict(request.headers)))
+    cos_storage.put_object(bucket, prefix + "small", b"x" * 1000)
+    cos_storage.put_object(bucket, prefix + "large", b"x" * (2 * 1024 * 1024))
+    assert "Expect" not in seen[0] and seen[1].get("Expect") in ("100-continue", b"100-continue")
+    assert cos_storage.get_object(bucket, prefix + "small") == b"x" * 1000

@@ -1,16 +1,12 @@
 """The docker backend: a pool of long-lived worker containers of a runtime image.
 
-Each container runs wren's entry point (``python3 -m wren.worker``) on the host's network,
-listening on its own port (127.0.0.1 for a local engine). Calls wait in one FIFO queue per pool;
-each container has ``calls_per_worker`` slots, and a slot POSTs one call at a time (a pooled HTTP
-session per container). The core invoker keeps at most ``max_workers`` calls of an executor in
-flight. Results come back through storage like every other backend.
-
-A call whose process dies inside a container (``os._exit``, out of memory) gets a status record
-from the entry point's supervisor. When a whole container dies (killed, OOM-killed server), the
-POST fails: the slot inspects the container (exit code, ``OOMKilled``), fails the call with
-:class:`wren.errors.WorkerDiedError` saying so, and replaces the container; the rest of the job
-goes on.
+The containers and how calls reach them are in :mod:`wren_backend_docker.pool`: calls of every
+executor of the process wait in the pool's queue (each executor capped at ``wren.max_workers``
+calls in flight when set, executors taking turns) and travel to the containers in batches; the
+status records come back in the answers, one by one as the calls end, so nothing is polled in
+storage (``delivers_results``). Every call ends in a status record or a failure: a container
+that dies fails the calls it had with :class:`wren.errors.WorkerDiedError` naming its exit
+state, and is replaced.
 
 Containers carry labels (``wren.backend=docker``, owner host, pid and process start time,
 session). They are removed when the last executor using the pool closes, at interpreter exit,
@@ -20,15 +16,11 @@ and, for a client that crashed, by the next client that starts on the same machi
 from __future__ import annotations
 
 import atexit
-import collections
-import concurrent.futures
 import logging
 import os
 import socket
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -36,25 +28,16 @@ from urllib.parse import urlparse
 from wren import runtimes
 from wren.compute.base import ComputeBackend, ResultChannel
 from wren.config import WrenConfig
-from wren.errors import ComputeError, InvocationError, WorkerDiedError, WrenError
-from wren.worker import protocol
+from wren.errors import ComputeError, WrenError
+from wren.records import Call, Job
 
 from wren_backend_docker.config import DockerConfig
+from wren_backend_docker.pool import LABEL, LABEL_VALUE, SESSION, ContainerPool, proc_start
+from wren_backend_docker.scheduling import Task
+
+__all__ = ["LABEL", "LABEL_VALUE", "SESSION", "DockerBackend", "make_client", "remove_wren_containers"]
 
 logger = logging.getLogger("wren.docker")
-
-LABEL = "wren.backend"
-LABEL_VALUE = "docker"
-SESSION = uuid.uuid4().hex[:12]
-
-
-def _proc_start(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:
@@ -71,7 +54,7 @@ def _owner_alive(labels: dict[str, str]) -> bool:
     except PermissionError:
         pass
     started = labels.get("wren.owner-start", "")
-    return not started or not _proc_start(pid) or _proc_start(pid) == started
+    return not started or not proc_start(pid) or proc_start(pid) == started
 
 
 def make_client(config: DockerConfig) -> Any:
@@ -114,332 +97,6 @@ def remove_wren_containers(config: DockerConfig, only_orphans: bool = True, clie
     return removed
 
 
-def _describe_state(state: dict[str, Any]) -> str:
-    if not state:
-        return "it is gone (removed)"
-    parts = [f"status {state.get('Status')}"]
-    if state.get("OOMKilled"):
-        parts.append("OOMKilled: it ran out of memory; raise runtime_memory or docker.memory")
-    code = state.get("ExitCode")
-    if code is not None and state.get("Status") in ("exited", "dead"):
-        parts.append(f"exit code {code}" + (" (SIGKILL)" if code == 137 else ""))
-    if state.get("Error"):
-        parts.append(f"error {state['Error']}")
-    return ", ".join(parts)
-
-
-class _Task:
-    __slots__ = ("job", "call", "channel")
-
-    def __init__(self, job: dict[str, Any], call: dict[str, Any], channel: ResultChannel):
-        self.job = job
-        self.call = call
-        self.channel = channel
-
-
-class _Worker:
-    """One container and its HTTP session."""
-
-    def __init__(self, index: int, container: Any, port: int, address: str):
-        import requests
-        from requests.adapters import HTTPAdapter
-
-        self.index = index
-        self.container = container
-        self.port = port
-        self.url = f"http://{address}:{port}"
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.dead = False
-
-
-class ContainerPool:
-    """Worker containers of one runtime on one engine, shared by the executors of a process."""
-
-    _pools: ClassVar[dict[tuple, ContainerPool]] = {}
-    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def acquire(cls, key: tuple, factory: Any) -> ContainerPool:
-        with cls._pools_lock:
-            pool = cls._pools.get(key)
-            if pool is None or pool.closed:
-                pool = factory()
-                cls._pools[key] = pool
-            pool.refs += 1
-            return pool
-
-    @classmethod
-    def release(cls, key: tuple, pool: ContainerPool) -> None:
-        with cls._pools_lock:
-            pool.refs -= 1
-            if pool.refs > 0:
-                return
-            if cls._pools.get(key) is pool:
-                del cls._pools[key]
-        pool.shutdown()
-
-    @classmethod
-    def shutdown_all(cls) -> None:
-        with cls._pools_lock:
-            pools = list(cls._pools.values())
-            cls._pools.clear()
-        for p in pools:
-            p.shutdown()
-
-    def __init__(self, client: Any, config: DockerConfig, image: str, size: int, memory: int | None,
-                 mounts: dict[str, str]):
-        self.client = client
-        self.config = config
-        self.image = image
-        self.size = size
-        self.memory = memory
-        self.mounts = mounts
-        self.local = config.engine_is_local
-        remote = urlparse(config.effective_host).hostname or "127.0.0.1"
-        self.address = config.worker_address or ("127.0.0.1" if self.local else remote)
-        self.listen = "127.0.0.1" if self.local and self.address in ("127.0.0.1", "localhost") else "0.0.0.0"
-        self.refs = 0
-        self.closed = False
-        self.workers: list[_Worker | None] = [None] * size
-        self._queue: collections.deque[_Task] = collections.deque()
-        self._cond = threading.Condition()
-        self._replace_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._counter = 0
-        self.replaced = 0
-
-    # -- containers ---------------------------------------------------------------------------
-    def _labels(self) -> dict[str, str]:
-        pid = os.getpid()
-        return {
-            LABEL: LABEL_VALUE,
-            "wren.owner-host": socket.gethostname(),
-            "wren.owner-pid": str(pid),
-            "wren.owner-start": _proc_start(pid),
-            "wren.session": SESSION,
-            "wren.runtime": self.image,
-        }
-
-    def _port(self, index: int, attempt: int) -> int:
-        if self.config.worker_port_base is not None:
-            return self.config.worker_port_base + index + attempt * self.size
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    def _run_container(self, index: int) -> _Worker:
-        import requests
-
-        errors = runtimes.docker_sdk().errors
-        last = ""
-        for attempt in range(3):
-            port = self._port(index, attempt)
-            self._counter += 1
-            kwargs: dict[str, Any] = dict(
-                image=self.image,
-                entrypoint=["python3", "-m", "wren.worker"],
-                command=["--host", self.listen, "--port", str(port)],
-                detach=True,
-                network_mode="host",
-                labels=self._labels(),
-                name=f"wren-{SESSION}-{index}-{self._counter}",
-                environment={"WREN_WORKER_CONCURRENCY": str(self.config.calls_per_worker), "HOME": "/tmp",
-                             **{str(k): str(v) for k, v in self.config.environment.items()}},
-                volumes={src: {"bind": dst, "mode": "rw"} for src, dst in self.mounts.items()},
-                working_dir="/tmp",
-                init=True,  # signals reach the entry point; its children are reaped
-            )
-            if self.local and hasattr(os, "getuid"):
-                kwargs["user"] = f"{os.getuid()}:{os.getgid()}"  # files in local storage stay the client's
-            if self.memory:
-                kwargs["mem_limit"] = f"{self.memory}m"
-                kwargs["memswap_limit"] = f"{self.memory}m"
-            if self.config.cpus:
-                kwargs["nano_cpus"] = int(self.config.cpus * 1e9)
-            try:
-                container = self.client.containers.run(**kwargs)
-            except errors.ImageNotFound:
-                raise ComputeError(
-                    f"runtime image {self.image!r} is not on the engine; build it: wren runtime build {self.image} -b docker"
-                ) from None
-            except errors.APIError as exc:
-                raise ComputeError(f"could not start a worker container of {self.image!r}: {exc}") from None
-            worker = _Worker(index, container, port, self.address)
-            deadline = time.monotonic() + self.config.start_timeout
-            delay = 0.02
-            while True:
-                try:
-                    if worker.session.get(worker.url + "/healthz", timeout=1).status_code == 200:
-                        return worker
-                except requests.RequestException:
-                    pass
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    last = container.logs(tail=20).decode(errors="replace")
-                    self._remove(container)
-                    break  # e.g. the port was taken meanwhile: try another
-                if time.monotonic() > deadline:
-                    last = container.logs(tail=20).decode(errors="replace")
-                    self._remove(container)
-                    raise ComputeError(
-                        f"worker container of {self.image!r} did not answer on {worker.url} within "
-                        f"{self.config.start_timeout:g} s; its log ends:\n{last}"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.25)
-        raise ComputeError(f"worker containers of {self.image!r} keep exiting at start; the log ends:\n{last}")
-
-    @staticmethod
-    def _remove(container: Any) -> None:
-        try:
-            container.remove(force=True)
-        except Exception as exc:
-            logger.debug("removing %s: %s", getattr(container, "name", container), exc)
-
-    def start(self) -> None:
-        with concurrent.futures.ThreadPoolExecutor(self.size) as ex:
-            futures = {ex.submit(self._run_container, i): i for i in range(self.size)}
-            errors = []
-            for f in concurrent.futures.as_completed(futures):
-                try:
-                    self.workers[futures[f]] = f.result()
-                except Exception as exc:
-                    errors.append(exc)
-        if errors:
-            self.shutdown()
-            raise errors[0]
-        for i in range(self.size):
-            for slot in range(self.config.calls_per_worker):
-                t = threading.Thread(target=self._slot, args=(i,), name=f"wren-docker-{i}.{slot}", daemon=True)
-                t.start()
-                self._threads.append(t)
-
-    def _replace(self, worker: _Worker) -> tuple[str, _Worker | None]:
-        """Describe why ``worker``'s container failed and start its successor (once)."""
-        with self._replace_lock:
-            current = self.workers[worker.index]
-            if current is not worker or worker.dead:
-                return getattr(worker, "why", "its container was replaced"), current
-            worker.dead = True
-            # the connection breaks a moment before the engine records the container's exit
-            deadline = time.monotonic() + 3.0
-            while True:
-                try:
-                    worker.container.reload()
-                    state = worker.container.attrs.get("State", {})
-                except Exception:
-                    state = {}
-                if not state.get("Running") or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            if state.get("Running"):  # alive but not answering: it is no use either
-                why = f"its container {worker.container.name} stopped answering on {worker.url}"
-            else:
-                why = f"its container {worker.container.name} died ({_describe_state(state)})"
-            worker.why = why  # type: ignore[attr-defined]
-            self._remove(worker.container)
-            worker.session.close()
-            successor = None
-            if not self.closed:
-                try:
-                    successor = self._run_container(worker.index)
-                    self.replaced += 1
-                except Exception as exc:
-                    logger.error("could not replace worker container %d: %s", worker.index, exc)
-            self.workers[worker.index] = successor
-            return why, successor
-
-    # -- calls --------------------------------------------------------------------------------
-    def submit(self, tasks: Sequence[_Task]) -> None:
-        with self._cond:
-            self._queue.extend(tasks)
-            self._cond.notify(len(tasks))
-
-    def cancel(self, job_key: str) -> int:
-        with self._cond:
-            before = len(self._queue)
-            self._queue = collections.deque(t for t in self._queue if t.job["job_key"] != job_key)
-            return before - len(self._queue)
-
-    def _slot(self, index: int) -> None:
-        import requests
-
-        while True:
-            with self._cond:
-                while not self._queue and not self.closed:
-                    self._cond.wait()
-                if self.closed:
-                    return
-                task = self._queue.popleft()
-            worker = self.workers[index]
-            if worker is None:  # its replacement failed: try again now
-                with self._replace_lock:
-                    if self.workers[index] is None and not self.closed:
-                        try:
-                            self.workers[index] = self._run_container(index)
-                        except Exception as exc:
-                            task.channel.failed(task.job["job_key"], task.call["call_id"], exc)
-                            time.sleep(1.0)
-                            continue
-                worker = self.workers[index]
-                if worker is None:
-                    continue
-            job, call = task.job, task.call
-            if worker.dead:  # replaced meanwhile: take the call again with the new container
-                with self._cond:
-                    self._queue.appendleft(task)
-                time.sleep(0.01)
-                continue
-            task.channel.running(job["job_key"], call["call_id"])
-            body = protocol.dumps({"job": job, "calls": [call], "return_status": True})
-            try:
-                resp = worker.session.post(
-                    worker.url + "/", data=body, headers={"Content-Type": "application/json"},
-                    timeout=(10, float(job.get("timeout") or 600) + 60),
-                )
-            except requests.RequestException as exc:
-                if self.closed:
-                    return
-                why, _ = self._replace(worker)
-                task.channel.failed(job["job_key"], call["call_id"], WorkerDiedError(
-                    f"the worker running call {call['call_id']} of job {job['job_key']} died: {why} "
-                    f"({type(exc).__name__})"
-                ))
-                continue
-            if resp.status_code != 200:
-                try:
-                    msg = resp.json().get("error", resp.text)
-                except ValueError:
-                    msg = resp.text
-                task.channel.failed(job["job_key"], call["call_id"], InvocationError(
-                    f"the worker refused call {call['call_id']} of job {job['job_key']}: HTTP {resp.status_code}: {msg}"
-                ))
-                continue
-            try:  # the outcome came back with the answer: no storage round trip needed
-                for status in protocol.decode(resp.json().get("statuses") or []):
-                    task.channel.deliver(status)
-            except ValueError:
-                pass  # the status is in storage; the monitor finds it
-
-    def shutdown(self) -> None:
-        with self._cond:
-            if self.closed:
-                return
-            self.closed = True
-            self._queue.clear()
-            self._cond.notify_all()
-        workers = [w for w in self.workers if w is not None]
-        for w in workers:
-            w.dead = True
-        if workers:
-            with concurrent.futures.ThreadPoolExecutor(len(workers)) as ex:
-                list(ex.map(lambda w: self._remove(w.container), workers))
-        for w in workers:
-            w.session.close()
-
-
 atexit.register(ContainerPool.shutdown_all)
 
 
@@ -448,7 +105,8 @@ class DockerBackend(ComputeBackend):
 
     name: ClassVar[str] = "docker"
     config_class: ClassVar[type] = DockerConfig
-    manages_concurrency: ClassVar[bool] = False
+    manages_concurrency: ClassVar[bool] = True
+    delivers_results: ClassVar[bool] = True
 
     def __init__(self, config: DockerConfig | None, wren_config: WrenConfig):
         super().__init__(config or DockerConfig(), wren_config)
@@ -582,21 +240,30 @@ class DockerBackend(ComputeBackend):
                     removed = remove_wren_containers(self.config, only_orphans=True, client=self.client)
                     if removed:
                         logger.info("removed %d wren container(s) left by clients that are gone", len(removed))
-                pool = ContainerPool(self.client, self.config, image, self.size, memory, mounts)
+                remote = urlparse(self.config.effective_host).hostname or "127.0.0.1"
+                address = self.config.worker_address or ("127.0.0.1" if self.config.engine_is_local else remote)
+                local_address = self.config.engine_is_local and address in ("127.0.0.1", "localhost")
+                pool = ContainerPool(self.client, self.config, image, self.size, memory, mounts, address,
+                                     "127.0.0.1" if local_address else "0.0.0.0")
                 pool.start()
                 return pool
 
             self._pool = ContainerPool.acquire(key, factory)
             self._pool_key = key
 
-    def invoke(self, job: dict[str, Any], calls: Sequence[dict[str, Any]], channel: ResultChannel) -> None:
+    def invoke(self, job: Job, calls: Sequence[Call], channel: ResultChannel) -> None:
         self.start()
         assert self._pool is not None
-        self._pool.submit([_Task(job, c, channel) for c in calls])
+        owner = job.executor_id
+        self._pool.submit(owner, self.wren_config.max_workers, [Task(owner, job, c, channel) for c in calls])
 
     def cancel(self, job_key: str) -> None:
         if self._pool is not None:
             self._pool.cancel(job_key)
+
+    def close_owner(self, owner: str) -> None:
+        if self._pool is not None:
+            self._pool.forget_owner(owner)
 
     def close(self) -> None:
         with self._lock:

@@ -2,7 +2,9 @@
 
 One LIST request covers many calls; new status records are fetched in parallel; between
 listings it backs off when nothing changes (from 20 ms up to ``monitor_interval``) and wakes at
-once when new futures are added. A backend with its own channel (the localhost pool's pipes)
+once when new futures are added. A record whose call settled meanwhile through the backend's
+own channel (answers carrying the records, like Knative's) is not fetched and does not count
+as progress: listings then stay at their slow pace, a fallback. A backend with its own channel (the localhost pool's pipes)
 delivers records directly and this monitor only covers futures that channel does not.
 """
 from __future__ import annotations
@@ -69,15 +71,20 @@ class StorageMonitor(Monitor):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fetch(self, future: ResponseFuture, key: str) -> None:
+    def _fetch(self, future: ResponseFuture, key: str) -> bool:
+        """Read a status record and settle its future; False when the future was settled
+        meanwhile (a backend whose answers carry the records too got there first)."""
+        if future.ready:
+            return False
         try:
             blob = serialize.read_signed(self.storage, future.bucket, key, "a status record")
             record = pickle.loads(serialize.verify(future._secret_bytes(), blob, "a status record", key))
             check_record(future, record)
         except Exception as exc:  # a bad record must not stall the rest
             self.on_error(future, exc)
-            return
+            return True
         self.on_status(future, record)
+        return True
 
     def _loop(self) -> None:
         while True:
@@ -129,13 +136,14 @@ class StorageMonitor(Monitor):
                         f._seen_status_keys.add(key)
                         found.append((f, key))
                 if found:
-                    progressed = True
                     with self._cond:
                         for f, _ in found:
                             self._pending.get(prefix, {}).pop(f.call_id, None)
                     if self._pool is None:
                         self._pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="wren-fetch")
-                    list(self._pool.map(lambda fk: self._fetch(*fk), found))
+                    # progress is what only storage told: records that the backend's answers
+                    # delivered meanwhile do not make the listings more frequent
+                    progressed = any(list(self._pool.map(lambda fk: self._fetch(*fk), found))) or progressed
             delay = self.MIN_INTERVAL if progressed else min(delay * 1.5, self.interval)
             with self._cond:
                 if not self._stopped:

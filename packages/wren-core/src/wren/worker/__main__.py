@@ -8,8 +8,12 @@ supervised child process (see :mod:`wren.worker.supervisor`) and writes its stat
 ``{"wren_metadata": true}`` (or ``GET /metadata``) answers with the runtime's metadata. With
 ``"return_status": true`` in the payload the answer carries each call's status record
 (``protocol.decode(answer["statuses"])``), for a synchronous backend to pass to
-``channel.deliver``. A payload with ``"remote_invoker"`` starts its calls instead of running
-them (see :mod:`wren.worker.fanout`).
+``channel.deliver``. With ``"stream_status": true`` (``POST /`` only) the answer is chunked
+JSON lines (``application/x-ndjson``), one status record per call sent as soon as the call
+ends (``protocol.loads_line`` reads one): a backend keeping one request per batch of calls
+learns of each at once. Those records go to storage only when the job asks
+(``job.store_results``): the caller takes them from the answer. A payload with ``"remote_invoker"`` starts its calls instead of
+running them (see :mod:`wren.worker.fanout`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import queue
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +29,7 @@ from typing import Any
 
 from wren.worker import protocol
 from wren.worker.runtime import runtime_metadata
-from wren.worker.supervisor import get_pool, run_calls
+from wren.worker.supervisor import get_pool, run_calls, started_calls
 
 logger = logging.getLogger("wren.worker")
 
@@ -104,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
                 # OpenWhisk: action parameters arrive under "value", the time limit (epoch ms)
                 # under "deadline"
                 self._send(200, handle_payload(body.get("value") or {}, _deadline(body.get("deadline"))))
+            elif self.path in ("/", "") and body.get("stream_status"):
+                self._stream(body)
             elif self.path in ("/", ""):
                 self._send(200, handle_payload(body))
             else:
@@ -113,6 +120,41 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # report, never crash the server
             logger.exception("payload failed")
             self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        """Run the payload's calls and answer with their status records as they end: one JSON
+        line each (``protocol.dumps_line``), in chunks of what has ended meanwhile."""
+        data = protocol.decode(body)
+        calls = data.get("calls") or []
+        if not calls:
+            self._send(400, {"error": "the payload has no calls"})
+            return
+        ended: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        # the records travel in the answer: in storage only when the job asks
+        with started_calls(data["job"], calls, ended.put, store=False) as (channel, _):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            left = channel.n
+            try:
+                while left:
+                    lines = [protocol.dumps_line(ended.get())]
+                    while len(lines) < left:
+                        try:
+                            lines.append(protocol.dumps_line(ended.get_nowait()))
+                        except queue.Empty:
+                            break
+                    left -= len(lines)
+                    chunk = b"".join(lines)
+                    # one write per chunk: head, lines and tail leave in one segment
+                    self.wfile.write(b"%x\r\n%b\r\n%b" % (len(chunk), chunk, b"" if left else b"0\r\n\r\n"))
+            except (BrokenPipeError, ConnectionResetError):
+                raise  # the caller hung up: the calls not started yet are dropped on the way out
+            except Exception:  # the answer has begun: cut it short, the caller fails what is missing
+                logger.exception("streaming the statuses failed")
+                self.close_connection = True
 
 
 class Server(ThreadingHTTPServer):

@@ -198,9 +198,13 @@ class WorkerPool:
                 cls._pools[size] = pool
             return pool
 
-    def __init__(self, size: int, prefetch: int):
+    def __init__(self, size: int, prefetch: int, *, stream_results: bool = True):
+        """Prefer :meth:`shared`. ``stream_results=False``: results stay pickled bytes, in the
+        status record or in storage as the job says, never streamed to this process (for an
+        owner that forwards the records, like the container entry point)."""
         self.size = size
         self.prefetch = prefetch
+        self.stream_results = stream_results
         self._lock = threading.Lock()
         self._owners: dict[str, _Owner] = {}
         self._rr: collections.deque[str] = collections.deque()
@@ -292,7 +296,7 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> WorkerProcess:
         if self._template is None or self._template.dead:
-            self._template = TemplateProcess()
+            self._template = TemplateProcess(self.stream_results)
         return WorkerProcess(index, self._template)
 
     def _next_task(self, w: WorkerProcess) -> Task | None:

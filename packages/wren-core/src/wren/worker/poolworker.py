@@ -101,14 +101,14 @@ def template(ctrl_fd: int, parent_pid: int) -> None:
                 msg, fds = _recv_fds(ctrl)
                 if not msg:  # the pool closed the control socket, or the client is gone
                     return
-                kind, index = pickle.loads(msg)
+                kind, index, stream_results = pickle.loads(msg)
                 if kind != "fork" or not fds:  # pragma: no cover - protocol error
                     for extra in fds:
                         os.close(extra)
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    _forked_worker(fds[0], [ctrl.fileno(), wake_r, wake_w])  # never returns
+                    _forked_worker(fds[0], [ctrl.fileno(), wake_r, wake_w], stream_results)  # never returns
                 os.close(fds[0])
                 workers.add(pid)
                 ctrl.sendall(pickle.dumps(("forked", index, pid)))
@@ -154,7 +154,7 @@ def _reap(ctrl: Any, workers: set[int]) -> None:
         ctrl.sendall(pickle.dumps(("exited", pid, os.waitstatus_to_exitcode(status))))
 
 
-def _forked_worker(fd: int, close: list[int]) -> None:
+def _forked_worker(fd: int, close: list[int], stream_results: bool) -> None:
     """In the child of the template: become a worker on socket ``fd``; exits, never returns."""
     code = 0
     try:
@@ -168,7 +168,7 @@ def _forked_worker(fd: int, close: list[int]) -> None:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != template_pid:  # pragma: no cover - the template died meanwhile
             _kill_own_group()
-        serve(fd)
+        serve(fd, stream_results)
     except BaseException:  # noqa: BLE001 - nothing may return into the template's loop
         code = 1
     finally:
@@ -177,15 +177,18 @@ def _forked_worker(fd: int, close: list[int]) -> None:
 
 # -- a worker ------------------------------------------------------------------------------------
 
-def serve(fd: int) -> None:
-    """Run calls from the pool's socket ``fd`` until it closes or says ``exit``."""
+def serve(fd: int, stream_results: bool = True) -> None:
+    """Run calls from the pool's socket ``fd`` until it closes or says ``exit``. For a job
+    whose statuses are not stored, a result of any size travels on the socket; with
+    ``stream_results=False`` results stay pickled bytes in the status or go to storage, as the
+    job says (the pool's owner forwards the records instead of using them)."""
     from wren.worker.runtime import get_runtime
     from wren.worker.stream import sink
     from wren.worker.wire import Channel
 
     conn = Channel(fd)
     runtime = get_runtime()
-    put_result = sink(conn, INLINE_RESULT_BYTES)
+    put_result = sink(conn, INLINE_RESULT_BYTES) if stream_results else None
     jobs: dict[str, Any] = {}
     while True:
         try:

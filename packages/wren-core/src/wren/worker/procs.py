@@ -26,7 +26,8 @@ class TemplateProcess:
     the workers: requests go out on a ``SOCK_SEQPACKET`` control socket (each with the new
     worker's socket), answers (its pid) and exit statuses come back on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream_results: bool = True) -> None:
+        self.stream_results = stream_results  # what each worker it forks does with results
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env["WREN_WORKER"] = "1"
@@ -55,7 +56,7 @@ class TemplateProcess:
         self.dead = False
 
     def fork(self, worker: WorkerProcess, fd: int) -> None:
-        socket.send_fds(self.ctrl, [pickle.dumps(("fork", worker.index))], [fd])
+        socket.send_fds(self.ctrl, [pickle.dumps(("fork", worker.index, self.stream_results))], [fd])
         self.awaiting.append(worker)
 
     def read(self, timeout: float | None = 0) -> bool:

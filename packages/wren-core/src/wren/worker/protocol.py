@@ -52,3 +52,20 @@ def dumps(payload: dict[str, Any]) -> bytes:
 
 def loads(body: bytes) -> dict[str, Any]:
     return decode(json.loads(body))
+
+
+def dumps_line(payload: Any) -> bytes:
+    """:func:`dumps` as one line of JSON lines (``application/x-ndjson``), newline included;
+    what JSON cannot hold is sent as its ``str``."""
+    return json.dumps(encode(payload), separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "__b64__" in obj:
+        return base64.b64decode(obj["__b64__"])
+    return obj
+
+
+def loads_line(line: bytes) -> Any:
+    """The inverse of :func:`dumps_line` (and of :func:`dumps`): decodes as it parses."""
+    return json.loads(line, object_hook=_hook)

@@ -12,11 +12,13 @@ connection or lock of this process is shared with them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wren.errors import error_kind
@@ -125,8 +127,17 @@ def pool_size(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgrou
     return max(1, n)
 
 
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
 def get_pool() -> WorkerPool:
-    pool = WorkerPool.shared(pool_size(), 1)
+    """The entry point's warm pool (its own: results stay bytes, for the records it forwards)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._closed:
+            _pool = WorkerPool(pool_size(), 1, stream_results=False)
+        pool = _pool
     pool.wait_started()
     return pool
 
@@ -134,7 +145,7 @@ def get_pool() -> WorkerPool:
 class _Calls:
     """The result channel of one payload: collects a summary per call."""
 
-    def __init__(self, job: Job, calls: list[Call]):
+    def __init__(self, job: Job, calls: list[Call], on_status: Callable[[dict[str, Any]], None] | None = None):
         self.job = job
         self.attempts = {c.call_id: c.attempt for c in calls}
         self.n = len(calls)
@@ -142,6 +153,7 @@ class _Calls:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.done = threading.Event()
         self.lock = threading.Lock()
+        self.on_status = on_status
 
     def _record(self, call_id: str, summary: dict[str, Any]) -> None:
         with self.lock:
@@ -151,6 +163,8 @@ class _Calls:
 
     def deliver(self, status: dict[str, Any]) -> None:
         self.statuses[status["call_id"]] = status
+        if self.on_status is not None:
+            self.on_status(status)
         self._record(status["call_id"], {"call_id": status["call_id"], "ok": bool(status.get("success"))})
 
     def running(self, job_key: str, call_id: str) -> None:
@@ -171,13 +185,16 @@ class _Calls:
             **exception_payload(error),
         }
         try:
-            runtime.write_status(self.job, status)
+            if self.job.store_results:
+                runtime.write_status(self.job, status)
         except Exception as exc:  # the client's own deadline watchdog will report it
             logger.error("could not write the status of call %s: %s", call_id, exc)
         publisher = runtime.publisher_for(self.job)
         if publisher is not None:
             runtime._publish(publisher, self.job, "finish", status)
         self.statuses[call_id] = status
+        if self.on_status is not None:
+            self.on_status(status)
         self._record(call_id, {"call_id": call_id, "ok": False, "error": str(error)})
 
 
@@ -187,16 +204,35 @@ def run_calls(
     """Run ``calls`` of ``job`` on the warm pool and wait for all; returns a summary per call,
     or with ``return_status`` each call's full status record. The records are in storage
     afterwards too, whatever happened to the workers."""
-    pool = get_pool()
-    job = Job.from_wire(job).replace(store_results=True)
-    records = [Call.from_wire(c) for c in calls]
-    channel = _Calls(job, records)
-    owner = f"payload-{id(channel)}"
-    pool.submit(owner, pool.size, [Task(owner, job, c, channel) for c in records])
-    channel.done.wait()
-    pool.forget_owner(owner)
+    with started_calls(job, calls) as (channel, records):
+        channel.done.wait()
     source = channel.statuses if return_status else channel.summaries
     return [source[c.call_id] for c in records]
+
+
+@contextlib.contextmanager
+def started_calls(
+    job: Job | dict[str, Any], calls: list[Call] | list[dict[str, Any]],
+    on_status: Callable[[dict[str, Any]], None] | None = None, *, store: bool = True,
+) -> Iterator[tuple[_Calls, list[Call]]]:
+    """Start ``calls`` of ``job`` on the warm pool; inside the block they run, and
+    ``on_status(record)`` hears of each as it ends (from the pool's dispatcher thread: keep it
+    quick, e.g. ``queue.put``). Leaving the block drops the calls that have not started (wait
+    for ``channel.done`` first to run them all). Status records go to storage as well, unless
+    ``store`` is false: then only where the job asks (``job.store_results``), for a caller
+    that hands every record over itself."""
+    pool = get_pool()
+    job = Job.from_wire(job)
+    if store:
+        job = job.replace(store_results=True)
+    records = [Call.from_wire(c) for c in calls]
+    channel = _Calls(job, records, on_status)
+    owner = f"payload-{id(channel)}"
+    pool.submit(owner, pool.size, [Task(owner, job, c, channel) for c in records])
+    try:
+        yield channel, records
+    finally:
+        pool.forget_owner(owner)
 
 
 def run_supervised(job: Job | dict[str, Any], call: Call | dict[str, Any]) -> dict[str, Any]:
