@@ -36,6 +36,14 @@ def clean_env(monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def plain_emulator():
+    """An emulator whose activations run nothing (the session's would start action processes
+    for these throwaway actions)."""
+    with OpenWhiskEmulator({API_KEY: "guest"}, runner=NoopRunner()) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
 def tls_emulator(tmp_path_factory):
     """An emulator serving HTTPS with a certificate for 127.0.0.1 from a test CA, and the CA's
     bundle file."""
@@ -135,9 +143,9 @@ def test_a_request_the_server_dropped_is_retried_on_a_new_connection(clean_env):
     assert client.stats["network_errors"] == 2 and server.requests == 3 and server.connections == 3
 
 
-def test_connections_are_kept_alive_one_per_posting_thread(emulator, clean_env):
+def test_connections_are_kept_alive_one_per_posting_thread(plain_emulator, clean_env):
     """Many invocations from a few threads open one connection per thread."""
-    client = OpenWhiskClient(emulator.url, "guest", BasicAuth(API_KEY))
+    client = OpenWhiskClient(plain_emulator.url, "guest", BasicAuth(API_KEY))
     client.put_action("posting-test", "some/image:1", 128, 10)
     ids: list[str] = []
     threads = [threading.Thread(target=lambda: ids.extend(_ids(client, 20))) for _ in range(4)]
@@ -213,17 +221,17 @@ def test_https_invocations_go_through_the_proxy_tunnel_with_its_credentials(tls_
         proxy.close()
 
 
-def test_plain_http_invocations_through_a_proxy_carry_its_credentials(emulator, clean_env):
+def test_plain_http_invocations_through_a_proxy_carry_its_credentials(plain_emulator, clean_env):
     proxy = RecordingProxy()
     try:
         clean_env.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://proxy-user:pw@"))
-        client = OpenWhiskClient(emulator.url, "guest", BasicAuth(API_KEY))
+        client = OpenWhiskClient(plain_emulator.url, "guest", BasicAuth(API_KEY))
         client.put_action("posting-test", "some/image:1", 128, 10)
         assert client.invoke("posting-test", b'{"x":1}')
         client.delete_action("posting-test")
         client.close()
         posts = [i for i, (m, url) in enumerate(proxy.seen) if m == "POST"]
-        assert len(posts) == 1 and proxy.seen[posts[0]][1].startswith(emulator.url + "/api/v1/namespaces/guest/")
+        assert len(posts) == 1 and proxy.seen[posts[0]][1].startswith(plain_emulator.url + "/api/v1/namespaces/guest/")
         assert proxy.auth[posts[0]] == "Basic " + base64.b64encode(b"proxy-user:pw").decode()
     finally:
         proxy.close()
