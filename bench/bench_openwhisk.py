@@ -99,7 +99,7 @@ def bench_backend(emu: Emulator, calls: int, max_workers: int) -> float:
             pass
 
     channel = Channel()
-    invoker = Invoker(backend, max_workers, channel)
+    invoker = Invoker(backend, max_workers, channel, threads=backend.invoker_threads)  # as the executor makes it
     from wren.records import Call, Job
 
     # records, as the executor hands them over (attribute access: the invoker's threads need it)

@@ -14,6 +14,7 @@ and ``core/standalone/.../standalone.conf``):
 - Auth: basic auth with ``"uuid:key"`` API keys (401 otherwise; ``_`` is the key's namespace),
   or, with an :class:`IAMStandIn`, ``Authorization: Bearer <IAM token>`` plus
   ``X-Namespace-Id``; an IAM namespace is addressed by its GUID in the URL (IBM Cloud Functions).
+- HTTPS when given a server-side ``tls`` context (certificate checks, proxy tunnels).
 - A platform :class:`Profile` (``stock``, ``standalone``, ``ibm_cf``): action limits checked on
   ``PUT`` (400 ``duration 630000 milliseconds exceeds allowed threshold of 300000
   milliseconds``...), the invocation payload limit (413 ``Request larger than allowed: ...``),
@@ -57,6 +58,7 @@ import dataclasses
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -426,6 +428,7 @@ class OpenWhiskEmulator:
         max_containers: int = 12,
         checker: Any = "session",
         blocking_wait: float = 60.0,
+        tls: ssl.SSLContext | None = None,
     ):
         #: API key "uuid:key" -> its namespace
         self.keys = dict(keys or {})
@@ -466,12 +469,14 @@ class OpenWhiskEmulator:
         self._free = threading.Condition(self.lock)
         self._exec = concurrent.futures.ThreadPoolExecutor(max_running, thread_name_prefix="ow-activation")
         self.server: ThreadingHTTPServer | None = None
+        #: serve HTTPS with this context (a server-side one with the certificate loaded)
+        self.tls = tls
 
     # -- control from tests
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
     def fail_next(self, n: int, status: int = 503) -> None:
         with self.lock:
@@ -508,6 +513,8 @@ class OpenWhiskEmulator:
             request_queue_size = 1024  # read by the constructor's listen(): set before it
 
         self.server = Server(("127.0.0.1", port), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="openwhisk-emulator").start()
         return self
 

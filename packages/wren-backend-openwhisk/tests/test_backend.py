@@ -18,6 +18,8 @@ from wren.testing.funcs import count_words, merge_counts
 from wren_backend_openwhisk import OpenWhiskClient, action_name
 from wren_backend_openwhisk.client import BasicAuth
 
+from forwardproxy import RecordingProxy
+
 
 def square(x):
     return x * x
@@ -190,57 +192,12 @@ def test_client_namespaces_and_actions(emulator, ow_section):
     client.close()
 
 
-class _RecordingProxy:
-    """A forward HTTP proxy on 127.0.0.1 that records the URLs it relays."""
-
-    def __init__(self):
-        import http.client
-        import threading
-        import urllib.parse
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def _relay(self):
-                seen.append((self.command, self.path))
-                target = urllib.parse.urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
-                conn.request(self.command, urllib.parse.urlunsplit(("", "", target.path, target.query, "")), body, headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                self.send_response(resp.status)
-                self.send_header("Content-Type", resp.getheader("Content-Type") or "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = _relay  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_client_honours_the_proxy_environment(emulator, monkeypatch):
     """HTTP(S)_PROXY / NO_PROXY are read once when the client is made (not on every request),
     and invocations (sent on the fast path) go through the proxy like every other request."""
     from conftest import API_KEY
 
-    proxy = _RecordingProxy()
+    proxy = RecordingProxy()
     try:
         for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.delenv(var, raising=False)

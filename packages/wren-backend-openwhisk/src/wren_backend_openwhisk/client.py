@@ -1,4 +1,6 @@
-"""A small client of the OpenWhisk REST API (``/api/v1``) on one pooled ``requests.Session``.
+"""A small client of the OpenWhisk REST API (``/api/v1``) on one pooled ``requests.Session``;
+invocations are posted on kept-alive ``http.client`` connections, one per posting thread
+(:mod:`wren_backend_openwhisk.posting`).
 
 Shared by the ``openwhisk`` and ``ibm_cf`` backends; only the authentication differs (an
 :class:`Auth` gives the headers of each request). Throttling (HTTP 429) is retried with jittered
@@ -9,6 +11,7 @@ contains a credential.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -16,12 +19,14 @@ import random
 import threading
 import time
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from wren.errors import ComputeError
+
+from wren_backend_openwhisk.posting import POST_ERRORS, Answer, Poster, make_poster
 
 logger = logging.getLogger("wren.openwhisk")
 
@@ -88,6 +93,15 @@ class BasicAuth(Auth):
         return f"the API key {uuid[:8]}… (from the config's api_key)"
 
 
+#: the query of a non-blocking invocation
+_NON_BLOCKING = {"blocking": "false"}
+
+
+@functools.lru_cache(maxsize=256)
+def _action_path(name: str) -> str:
+    return "/actions/" + quote(name, safe="/")
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     for s in secrets:
         if s and len(s) >= 4:
@@ -136,10 +150,13 @@ class OpenWhiskClient:
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
         self.session.trust_env = False
-        self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent, **(extra_headers or {})})
-        #: prepared requests that invocations copy (per method + URL): an invocation skips
-        #: requests' per-request preparation (URL parsing, header merging, cookies, hooks)
-        self._templates: dict[tuple[str, str], requests.PreparedRequest] = {}
+        self._fixed_headers = {"Accept": "application/json", "User-Agent": user_agent, **(extra_headers or {})}
+        self.session.headers.update(self._fixed_headers)
+        #: invocations' poster (made on first use, from the session's proxies and verify), and
+        #: the request line and fixed headers of each invoked URL
+        self._poster: Poster | None = None
+        self._poster_made = False
+        self._heads: dict[tuple[Any, ...], bytes] = {}
         if insecure:
             import urllib3
 
@@ -150,6 +167,17 @@ class OpenWhiskClient:
 
     def close(self) -> None:
         self.session.close()
+        if self._poster is not None:
+            self._poster.close()
+
+    def _get_poster(self) -> Poster | None:
+        if not self._poster_made:
+            with self._stats_lock:
+                if not self._poster_made:
+                    self._poster = make_poster(self.endpoint, self.session, self._adapter, self.request_timeout,
+                                               {**self._fixed_headers, "Content-Type": "application/json"})
+                    self._poster_made = True
+        return self._poster
 
     # -- the request loop -------------------------------------------------------------------
     def _count(self, key: str) -> None:
@@ -166,7 +194,7 @@ class OpenWhiskClient:
                 pass
         time.sleep(delay)
 
-    def _error_text(self, resp: requests.Response) -> str:
+    def _error_text(self, resp: requests.Response | Answer) -> str:
         try:
             body = resp.json()
             text = body.get("error") or body.get("errorMessage") or body.get("message") or json.dumps(body)
@@ -188,25 +216,30 @@ class OpenWhiskClient:
         allow: tuple[int, ...] = (),
         fast: bool = False,
         timeout: float | None = None,
-    ) -> requests.Response:
+    ) -> requests.Response | Answer:
         """Send a request under ``self.base`` + ``path``; retry what can be retried; raise an
         :class:`OpenWhiskError` saying ``what`` failed otherwise. Statuses in ``allow`` are
-        returned to the caller instead of raised. ``fast``: a request sent many times to the same
-        URL (an invocation) is copied from a prepared template and handed to the session's
-        pooled adapter directly (no cookies, redirects or hooks: the API uses none)."""
+        returned to the caller instead of raised. ``fast``: a POST sent many times to the same
+        URL (an invocation) goes on the calling thread's kept-alive connection
+        (:mod:`wren_backend_openwhisk.posting`; no cookies, redirects or hooks: the API uses none)."""
         url = self.base + path
         headers = {}
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
         if body is not None:
             headers["Content-Type"] = "application/json"
-        template = None
-        if fast:
-            key = (method, url + "?" + urlencode(params or {}))
-            template = self._templates.get(key)
-            if template is None:
-                template = self.session.prepare_request(requests.Request(method, url, params=params, headers=headers))
-                self._templates[key] = template
+        poster = None
+        head = b""
+        if fast and method == "POST" and body is not None:
+            try:
+                poster = self._get_poster()
+                key = (path, *params.items()) if params else (path,)
+                head = self._heads.get(key, b"")
+                if poster is not None and not head:
+                    query = urlencode(params or {})
+                    head = self._heads[key] = poster.prepare(urlsplit(url).path + ("?" + query if query else ""))
+            except ValueError as exc:  # a header or URL that cannot be sent
+                raise OpenWhiskError(f"{what}: {scrub(str(exc), self.auth.secrets())}") from None
         attempt = 0  # 5xx and network failures so far
         throttled_since: float | None = None
         renewed = False
@@ -214,9 +247,10 @@ class OpenWhiskClient:
         while True:
             n += 1
             self._count("requests")
+            resp: requests.Response | Answer
             try:
-                if template is not None:
-                    resp = self._send_fast(template, body)
+                if poster is not None:
+                    resp = poster.post(head, body, self.auth.headers())  # type: ignore[arg-type]
                 else:
                     resp = self.session.request(
                         method, url, params=params, data=body, headers={**headers, **self.auth.headers()},
@@ -224,16 +258,18 @@ class OpenWhiskClient:
                     )
             except OpenWhiskError:
                 raise
-            except requests.RequestException as exc:
+            except (requests.RequestException, *POST_ERRORS) as exc:
                 self._count("network_errors")
                 attempt += 1
                 if attempt >= self.retries:
                     raise OpenWhiskError(
                         f"{what}: cannot reach the OpenWhisk API at {self.endpoint} after {attempt} attempt(s): "
-                        f"{scrub(str(exc), self.auth.secrets())}"
+                        f"{scrub(str(exc) or type(exc).__name__, self.auth.secrets())}"
                     ) from None
                 self._sleep(attempt)
                 continue
+            except ValueError as exc:  # a header that cannot be sent (the auth's)
+                raise OpenWhiskError(f"{what}: {scrub(str(exc), self.auth.secrets())}") from None
             status = resp.status_code
             if status < 400 or status in allow:
                 return resp
@@ -281,15 +317,6 @@ class OpenWhiskClient:
             cls = OpenWhiskNotFound if status == 404 else OpenWhiskError
             raise cls(f"{what}: HTTP {status} from the OpenWhisk API: {self._error_text(resp)}", status)
 
-    def _send_fast(self, template: requests.PreparedRequest, body: bytes | None) -> requests.Response:
-        prep = template.copy()
-        prep.headers.update(self.auth.headers())
-        if body is not None:
-            prep.body = body
-            prep.headers["Content-Length"] = str(len(body))
-        return self._adapter.send(prep, timeout=self.request_timeout, verify=self.session.verify,
-                                  proxies=self.session.proxies)
-
     # -- namespaces ---------------------------------------------------------------------------
     def list_namespaces(self) -> list[str]:
         resp = self.session.get(self.endpoint + "/api/v1/namespaces", headers=self.auth.headers(),
@@ -301,10 +328,6 @@ class OpenWhiskClient:
         return list(resp.json())
 
     # -- actions -----------------------------------------------------------------------------
-    @staticmethod
-    def _action_path(name: str) -> str:
-        return "/actions/" + quote(name, safe="/")
-
     def put_action(
         self,
         name: str,
@@ -322,16 +345,16 @@ class OpenWhiskClient:
             "annotations": [{"key": k, "value": v} for k, v in (annotations or {}).items()],
             "parameters": [{"key": k, "value": v} for k, v in (parameters or {}).items()],
         }
-        resp = self.request("PUT", self._action_path(name), f"deploying action {name!r}",
+        resp = self.request("PUT", _action_path(name), f"deploying action {name!r}",
                             params={"overwrite": "true"}, json_body=body)
         return resp.json()
 
     def get_action(self, name: str) -> dict[str, Any] | None:
-        resp = self.request("GET", self._action_path(name), f"reading action {name!r}", allow=(404,))
+        resp = self.request("GET", _action_path(name), f"reading action {name!r}", allow=(404,))
         return None if resp.status_code == 404 else resp.json()
 
     def delete_action(self, name: str) -> bool:
-        resp = self.request("DELETE", self._action_path(name), f"deleting action {name!r}", allow=(404,))
+        resp = self.request("DELETE", _action_path(name), f"deleting action {name!r}", allow=(404,))
         return resp.status_code != 404
 
     def list_actions(self) -> list[dict[str, Any]]:
@@ -348,8 +371,8 @@ class OpenWhiskClient:
     def invoke(self, name: str, body: bytes) -> str:
         """Start an activation of ``name`` with the JSON ``body`` as its parameters (non-blocking).
         Returns the activation id once the platform accepted it (HTTP 202)."""
-        resp = self.request("POST", self._action_path(name), f"invoking action {name!r}",
-                            params={"blocking": "false"}, body=body, fast=True)
+        resp = self.request("POST", _action_path(name), f"invoking action {name!r}", params=_NON_BLOCKING, body=body,
+                            fast=True)
         try:
             return resp.json()["activationId"]
         except (ValueError, KeyError):
@@ -368,7 +391,7 @@ class OpenWhiskClient:
         blocking request up to ``BLOCKING_WAIT`` s: the request's timeout is longer than that,
         or a slow answer would make the request be sent (and the action run) again."""
         what = f"invoking action {name!r} (blocking)"
-        resp = self.request("POST", self._action_path(name), what, params={"blocking": "true", "result": "true"},
+        resp = self.request("POST", _action_path(name), what, params={"blocking": "true", "result": "true"},
                             json_body=params if body is None else None, body=body, allow=(500, 502),
                             timeout=max(self.request_timeout, BLOCKING_WAIT + 10))
         if resp.status_code == 202:

@@ -39,7 +39,7 @@ class RequestSettings:
     backoff_max: float = 4.0
     #: Seconds to wait for an answer from the controller.
     request_timeout: float = 30.0
-    #: Threads (and pooled connections) posting invocations at once.
+    #: Threads (each with its own kept-alive connection) posting invocations at once.
     invoke_pool_size: int = 128
 
     def validate_requests(self, section: str) -> None:

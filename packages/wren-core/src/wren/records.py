@@ -15,6 +15,7 @@ release, for plugins written against the earlier dict records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -27,14 +28,20 @@ WIRE_VERSION = 1
 R = TypeVar("R", bound="_Record")
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The wire fields of a record class but ``extra`` (worked out once per class: records
+    are encoded once per call sent)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra" and f.metadata.get("wire", True))
+
+
 class _Record(Mapping[str, Any]):
     """Read-only mapping view over a dataclass record (the pre-typed dict form)."""
 
     extra: dict[str, Any]
 
-    def _names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if f.name != "extra" and f.metadata.get("wire", True)]
+    def _names(self) -> tuple[str, ...]:
+        return _field_names(type(self))
 
     def __getitem__(self, key: str) -> Any:
         if key != "extra" and key in self.__dataclass_fields__:  # type: ignore[attr-defined]

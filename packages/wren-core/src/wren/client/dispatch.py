@@ -54,7 +54,8 @@ class Dispatcher:
             if not self.compute.manages_concurrency:
                 from wren.client.invoker import Invoker
 
-                self._invoker = Invoker(self.compute, self.max_workers, self.channel)
+                self._invoker = Invoker(self.compute, self.max_workers, self.channel,
+                                        threads=self.compute.invoker_threads)
             self._started = True
 
     @property

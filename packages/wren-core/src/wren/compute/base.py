@@ -157,7 +157,8 @@ class ComputeBackend(abc.ABC):
     ``price_per_gb_second`` (float or None, default None)
         Price per GB-second of worker memory, for ``job_summary()``'s cost estimate.
 
-    Properties to override: :attr:`default_max_workers`, :attr:`max_payload_bytes`.
+    Properties to override: :attr:`default_max_workers`, :attr:`max_payload_bytes`,
+    :attr:`invoker_threads`.
     Set by wren after ``__init__``: ``storage`` (the executor's storage backend, or ``None``).
     Instance attributes set by ``__init__``: ``config`` (the parsed section), ``wren_config``
     (the ``wren`` section: ``max_workers``, ``runtime``, ``runtime_memory``...).
@@ -201,6 +202,15 @@ class ComputeBackend(abc.ABC):
     def max_payload_bytes(self) -> int:
         """Largest invocation payload the platform accepts (call data beyond it goes via storage)."""
         return 1024 * 1024
+
+    @property
+    def invoker_threads(self) -> int | None:
+        """Threads wren's invoker hands calls to :meth:`invoke` from (``manages_concurrency``
+        False). ``None``: one per ``max_workers``, up to 64, so that an ``invoke`` that waits
+        for each call's request does not hold up the others. A backend whose ``invoke`` only
+        queues the calls and returns needs few: each thread woken costs CPU that the client's
+        launch rate pays for."""
+        return None
 
     def start(self) -> None:
         """Get ready to invoke (connect, warm a pool). Called once, before the first invoke."""

@@ -13,7 +13,13 @@ import json
 from typing import Any
 
 
+#: values that are their own JSON form (exact types: subclasses take the general path)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _enc(obj: Any) -> Any:
+    if type(obj) in _PLAIN:
+        return obj
     to_wire = getattr(obj, "to_wire", None)
     if to_wire is not None:  # a wren.records.Job or Call
         obj = to_wire()
