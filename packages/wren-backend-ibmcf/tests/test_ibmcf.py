@@ -199,6 +199,6 @@ def test_ibm_per_minute_limit_is_survived(executor_config, fresh_emulator):
         ex.get_result(ex.call_async(square, 1))
         fresh_emulator.reset_counts()
         fresh_emulator.minute_seconds = 0.2
-        fresh_emulator.per_minute_limit = 25
+        fresh_emulator.per_minute_limit = 8  # 40/s: under any rate wren posts at, so windows throttle
         assert ex.get_result(ex.map(square, range(200))) == [x * x for x in range(200)]
-    assert fresh_emulator.counts["throttled_minute"] > 0 and max(fresh_emulator.window_accepts.values()) <= 25
+    assert fresh_emulator.counts["throttled_minute"] > 0 and max(fresh_emulator.window_accepts.values()) <= 8
