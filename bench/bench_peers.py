@@ -2,7 +2,9 @@
 
 Systems (each only when installed): ``wren`` (localhost backend), ``ppe``
 (``concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count())``, ``chunksize=1``: the
-baseline of every ratio), ``mp`` (``multiprocessing.Pool``), ``dask`` (``distributed.LocalCluster``,
+baseline of every ratio), ``ppe-fs`` (the same with the ``forkserver`` start method: Python 3.14's
+default on Linux, where 3.11-3.13 fork the client; like wren's workers, its workers start from a
+fresh interpreter, not a copy of the client), ``mp`` (``multiprocessing.Pool``), ``dask`` (``distributed.LocalCluster``,
 one single-threaded worker process per CPU), ``ray`` and ``lithops`` (localhost backend).
 
 Workloads (wall time of the part named; ``warm``: the executor, cluster or pool is started and
@@ -94,6 +96,15 @@ class PPE:
 
     def stop(self):
         self.p.shutdown()
+
+
+class PPEForkserver(PPE):
+    def start(self):
+        import concurrent.futures
+        import multiprocessing
+
+        self.p = concurrent.futures.ProcessPoolExecutor(
+            max_workers=CPUS, mp_context=multiprocessing.get_context("forkserver"))
 
 
 class MP(PPE):
@@ -210,6 +221,7 @@ class Lithops:
 SYSTEMS: dict[str, tuple[Callable[[], Any], str | None]] = {
     "wren": (Wren, "wren"),
     "ppe": (PPE, None),
+    "ppe-fs": (PPEForkserver, None),
     "mp": (MP, None),
     "dask": (Dask, "distributed"),
     "ray": (Ray, "ray"),
@@ -219,7 +231,8 @@ SYSTEMS: dict[str, tuple[Callable[[], Any], str | None]] = {
 
 # -- one measurement (in a fresh process) ------------------------------------------------------
 def measure(system: str, workload: str) -> dict[str, Any]:
-    module = SYSTEMS[system][1] or {"ppe": "concurrent.futures", "mp": "multiprocessing"}[system]
+    module = SYSTEMS[system][1] or {"ppe": "concurrent.futures", "ppe-fs": "concurrent.futures",
+                                              "mp": "multiprocessing"}[system]
     importlib.import_module(module)  # imports are not part of any figure, cold ones included
     s = SYSTEMS[system][0]()
     warmup = list(range(4 * CPUS))

@@ -52,6 +52,13 @@ if TYPE_CHECKING or not _os.environ.get("WREN_WORKER"):
     from wren.storage.client import CloudObject, Storage
     from wren.version import __version__
 
+    # the built-in plugins' modules too: the default (localhost) executor's first start then
+    # spends its time starting the worker pool, not importing
+    for _module in ("wren.compute.localhost", "wren.storage.local", "wren.monitors.storage",
+                    "wren.monitors.rabbitmq"):
+        importlib.import_module(_module)
+    del _module
+
 _EXPORTS = {
     "as_completed": "wren.client.completion",
     "ComputeBackend": "wren.compute.base",
