@@ -258,6 +258,27 @@ def test_several_executors_share_the_pool():
     b.close()
 
 
+def test_owners_take_turns_past_those_at_their_cap():
+    """The round-robin the pool and the docker backend share: empty and gone owners leave the
+    turns, an owner at its cap keeps its place, the one chosen goes to the back."""
+    import collections
+    import types
+
+    from wren.worker.turns import next_in_turn
+
+    owners = {name: types.SimpleNamespace(queue=list(q), full=False)
+              for name, q in (("a", "1"), ("b", ""), ("c", "12"), ("d", "1"))}
+    turns = collections.deque(["gone", "a", "b", "c", "d"])
+    owners["a"].full = True
+    assert next_in_turn(turns, owners, lambda o: o.full) == ("c", owners["c"])
+    assert list(turns) == ["d", "a", "c"]  # gone and b dropped; a passed over, kept
+    assert next_in_turn(turns, owners, lambda o: o.full)[0] == "d"
+    assert next_in_turn(turns, owners, lambda o: True) is None and list(turns) == ["a", "c", "d"]
+    owners["a"].full = False
+    assert [next_in_turn(turns, owners, lambda o: o.full)[0] for _ in range(3)] == ["a", "c", "d"]
+    assert next_in_turn(collections.deque(), owners, lambda o: False) is None
+
+
 def test_context_manager_cleans(storage_root):
     with wren.function_executor() as ex:
         ex.get_result(ex.map(ident, [b"x" * 100_000]))
