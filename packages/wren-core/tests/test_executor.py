@@ -419,6 +419,30 @@ def test_job_summary(fexec):
     assert row["calls"] == 3 and row["success"] == 3 and row["error"] == 0
 
 
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return self.k * x
+
+    def scale(self, x):
+        return self.k * x
+
+
+def test_job_records_name_partials_methods_and_callable_instances(fexec):
+    """Not the repr of the object (``functools.partial(<function pair at 0x...>, 1)``)."""
+    import functools
+
+    funcs = [ident, functools.partial(pair, 1), functools.partial(Scaler(2).scale), Scaler(3).scale, Scaler(3), len]
+    for func in funcs:
+        fexec.get_result(fexec.map(func, [[1]] if func is len else [1]))
+    assert [row["function"] for row in fexec.job_summary()] == [
+        "ident", "partial(pair)", "partial(Scaler.scale)", "Scaler.scale", "Scaler", "len"]
+    with pytest.raises(InvalidArgumentBindingError, match=r"partial\(pair\)\(b\) cannot be called"):
+        fexec.map(functools.partial(pair, 1), [(1, 2)])
+
+
 def test_modules_the_runtime_lacks_are_shipped():
     """With the runtime's module list known (container backends), an installed pure-Python
     package it lacks travels with the function; one it has does not."""
