@@ -258,6 +258,27 @@ def test_several_executors_share_the_pool():
     b.close()
 
 
+def test_owners_take_turns_past_those_at_their_cap():
+    """The round-robin the pool and the docker backend share: empty and gone owners leave the
+    turns, an owner at its cap keeps its place, the one chosen goes to the back."""
+    import collections
+    import types
+
+    from wren.worker.turns import next_in_turn
+
+    owners = {name: types.SimpleNamespace(queue=list(q), full=False)
+              for name, q in (("a", "1"), ("b", ""), ("c", "12"), ("d", "1"))}
+    turns = collections.deque(["gone", "a", "b", "c", "d"])
+    owners["a"].full = True
+    assert next_in_turn(turns, owners, lambda o: o.full) == ("c", owners["c"])
+    assert list(turns) == ["d", "a", "c"]  # gone and b dropped; a passed over, kept
+    assert next_in_turn(turns, owners, lambda o: o.full)[0] == "d"
+    assert next_in_turn(turns, owners, lambda o: True) is None and list(turns) == ["a", "c", "d"]
+    owners["a"].full = False
+    assert [next_in_turn(turns, owners, lambda o: o.full)[0] for _ in range(3)] == ["a", "c", "d"]
+    assert next_in_turn(collections.deque(), owners, lambda o: False) is None
+
+
 def test_context_manager_cleans(storage_root):
     with wren.function_executor() as ex:
         ex.get_result(ex.map(ident, [b"x" * 100_000]))
@@ -396,6 +417,30 @@ def test_job_summary(fexec):
     fexec.get_result(fexec.map(ident, range(3)))
     (row,) = fexec.job_summary()
     assert row["calls"] == 3 and row["success"] == 3 and row["error"] == 0
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return self.k * x
+
+    def scale(self, x):
+        return self.k * x
+
+
+def test_job_records_name_partials_methods_and_callable_instances(fexec):
+    """Not the repr of the object (``functools.partial(<function pair at 0x...>, 1)``)."""
+    import functools
+
+    funcs = [ident, functools.partial(pair, 1), functools.partial(Scaler(2).scale), Scaler(3).scale, Scaler(3), len]
+    for func in funcs:
+        fexec.get_result(fexec.map(func, [[1]] if func is len else [1]))
+    assert [row["function"] for row in fexec.job_summary()] == [
+        "ident", "partial(pair)", "partial(Scaler.scale)", "Scaler.scale", "Scaler", "len"]
+    with pytest.raises(InvalidArgumentBindingError, match=r"partial\(pair\)\(b\) cannot be called"):
+        fexec.map(functools.partial(pair, 1), [(1, 2)])
 
 
 def test_modules_the_runtime_lacks_are_shipped():

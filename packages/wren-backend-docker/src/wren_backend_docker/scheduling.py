@@ -13,6 +13,7 @@ from typing import Any
 
 from wren.compute.base import ResultChannel
 from wren.records import Call, Job
+from wren.worker.turns import next_in_turn
 
 #: jobs whose call durations are remembered
 _JOBS_REMEMBERED = 64
@@ -39,6 +40,9 @@ class _Owner:
         self.cap = cap
         self.inflight = 0
         self.forgotten = False
+
+    def at_cap(self) -> bool:
+        return self.cap is not None and self.inflight >= self.cap
 
 
 class CallQueue:
@@ -78,36 +82,30 @@ class CallQueue:
         """The job of the batch :meth:`take` would give now (None: nothing may go)."""
         for owner in self._turns:
             o = self._owners.get(owner)
-            if o is not None and o.queue and (o.cap is None or o.inflight < o.cap):
+            if o is not None and o.queue and not o.at_cap():
                 return o.queue[0].job
         return None
 
     def take(self, most: int, max_bytes: int) -> list[Task]:
         """Up to ``most`` calls of one job (at least one, and no more than ``max_bytes`` of
         inline data beyond the first), from the next owner in turn with room under its cap."""
-        for _ in range(len(self._turns)):
-            owner = self._turns[0]
-            o = self._owners.get(owner)
-            if o is None or not o.queue:
-                self._turns.popleft()
-                continue
-            self._turns.rotate(-1)
-            if o.cap is not None and o.inflight >= o.cap:
-                continue
-            n = most if o.cap is None else min(most, o.cap - o.inflight)
-            job_key = o.queue[0].job.job_key
-            batch = [o.queue.popleft()]
-            size = 0
-            while o.queue and len(batch) < n and o.queue[0].job.job_key == job_key and size + o.queue[0].size <= max_bytes:
-                task = o.queue.popleft()
-                size += task.size
-                batch.append(task)
-            o.inflight += len(batch)
-            self.queued -= len(batch)
-            if not o.queue:
-                self._turns.remove(owner)
-            return batch
-        return []
+        picked = next_in_turn(self._turns, self._owners, _Owner.at_cap)
+        if picked is None:
+            return []
+        owner, o = picked
+        n = most if o.cap is None else min(most, o.cap - o.inflight)
+        job_key = o.queue[0].job.job_key
+        batch = [o.queue.popleft()]
+        size = 0
+        while o.queue and len(batch) < n and o.queue[0].job.job_key == job_key and size + o.queue[0].size <= max_bytes:
+            task = o.queue.popleft()
+            size += task.size
+            batch.append(task)
+        o.inflight += len(batch)
+        self.queued -= len(batch)
+        if not o.queue:
+            self._turns.remove(owner)
+        return batch
 
     def done(self, task: Task) -> bool:
         """A task sent earlier has ended. True when its owner was at its cap (other

@@ -12,6 +12,7 @@ The records sent to the worker runtime are :class:`wren.records.Job` and
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import types
 import weakref
@@ -38,6 +39,16 @@ def check_function(func: Any) -> None:
             f"{getattr(func, '__name__', func)!r} is {kind}, whose result cannot be sent back; "
             "wrap it in a plain function that returns list(...) or asyncio.run(...)"
         )
+
+
+def func_name(func: Any) -> str:
+    """What job records, logs, progress and plots call ``func``: a function's or bound method's
+    qualified name (``Model.predict``), ``partial(f)`` for a :func:`functools.partial` of ``f``,
+    and a callable instance's class name (never a repr with an address)."""
+    if isinstance(func, functools.partial):
+        return f"partial({func_name(func.func)})"
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) and name else type(func).__qualname__
 
 
 def normalize_iterdata(iterdata: Any) -> list[Any]:
@@ -126,7 +137,7 @@ class Binder:
         return binder
 
     def __init__(self, func: Callable[..., Any]):
-        self.name = getattr(func, "__qualname__", None) or repr(func)
+        self.name = func_name(func)
         try:
             self.sig: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):

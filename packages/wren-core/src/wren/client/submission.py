@@ -241,7 +241,7 @@ class Submitter:
             func, packages.options_key(include_modules, exclude_modules),
             lambda: serialize.package_function(func, include_modules, exclude_modules, self._runtime_modules()))
         if shipped:
-            logger.debug("shipping local modules %s with %s", shipped, getattr(func, "__name__", func))
+            logger.debug("shipping local modules %s with %s", shipped, jobmod.func_name(func))
         warn_if_large(func, len(package), wcfg.func_size_warning)
 
         # everything below stores: all checks that can be made are made above
@@ -270,7 +270,7 @@ class Submitter:
             storage={"name": self.storage_backend.name, "config": self.storage_backend.worker_config()},
             func_key=func_key,
             data_key=data_key if aggregate is not None else None,
-            func_name=getattr(func, "__qualname__", repr(func)),
+            func_name=jobmod.func_name(func),
             secret=ident.secret.hex(),
             executor_prefix=ident.prefix,
             root_id=ident.root_id,

@@ -70,6 +70,7 @@ from wren.compute.base import ResultChannel
 from wren.errors import CallTimeoutError, WorkerDiedError
 from wren.worker.procs import Task, TemplateProcess, WorkerProcess
 from wren.worker.stream import STREAM, read_result
+from wren.worker.turns import next_in_turn
 
 __all__ = ["Task", "WorkerPool"]
 
@@ -302,21 +303,15 @@ class WorkerPool:
     def _next_task(self, w: WorkerProcess) -> Task | None:
         """The next call for worker ``w``: round-robin over owners with queued calls whose cap
         lets ``w`` run one more of their calls (lock held)."""
-        for _ in range(len(self._rr)):
-            owner = self._rr[0]
-            o = self._owners.get(owner)
-            if o is None or not o.queue:
-                self._rr.popleft()
-                continue
-            self._rr.rotate(-1)
-            if w not in o.at and len(o.at) >= o.cap:
-                continue
-            o.sent(w)
-            task = o.queue.popleft()
-            if not o.queue and owner in self._rr:
-                self._rr.remove(owner)
-            return task
-        return None
+        picked = next_in_turn(self._rr, self._owners, lambda o: w not in o.at and len(o.at) >= o.cap)
+        if picked is None:
+            return None
+        owner, o = picked
+        o.sent(w)
+        task = o.queue.popleft()
+        if not o.queue:
+            self._rr.remove(owner)
+        return task
 
     def _dispatch(self, direct: bool = False) -> None:
         """Send queued calls to workers with room (``_send_lock`` held). ``direct``: from a
