@@ -533,6 +533,8 @@ class OpenWhiskEmulator:
         self.max_containers = max_containers
         self._free = threading.Condition(self.lock)
         self._exec = concurrent.futures.ThreadPoolExecutor(max_running, thread_name_prefix="ow-activation")
+        #: stop() was called: no container starts any more
+        self._stopped = False
         self.server: ThreadingHTTPServer | None = None
         #: serve HTTPS with this context (a server-side one with the certificate loaded)
         self.tls = tls
@@ -584,18 +586,24 @@ class OpenWhiskEmulator:
         return self
 
     def stop(self) -> None:
+        """Stop serving and stop every container. Activations still running fail (their
+        containers are gone); one whose container is still starting stops it after its run."""
+        with self._free:
+            self._stopped = True
+            pools = list(self._endpoints.values())
+            self._endpoints.clear()
+            self._free.notify_all()  # activations waiting for a container fail
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
         self._exec.shutdown(wait=False, cancel_futures=True)
-        for pool in list(self._endpoints.values()):
+        for pool in pools:
             for ep in pool:
                 try:
                     ep.stop()
                 except Exception:
                     pass
-        self._endpoints.clear()
         self.runner.close()
 
     def __enter__(self) -> OpenWhiskEmulator:
@@ -680,6 +688,8 @@ class OpenWhiskEmulator:
         image, slots = action["exec"]["image"], int(action["limits"].get("concurrency") or 1)
         with self._free:
             while True:
+                if self._stopped:
+                    raise RuntimeError("the emulator is stopped")
                 pool = self._endpoints.setdefault(key, [])
                 for ep in list(pool):
                     if ep.image != image or (getattr(ep, "died", None) and ep.busy == 0 and ep.died()):
@@ -705,13 +715,20 @@ class OpenWhiskEmulator:
             raise
         ep.image, ep.busy = image, 1
         with self._free:
-            pool[pool.index(placeholder)] = ep
+            if self._endpoints.get(key) is pool:
+                pool[pool.index(placeholder)] = ep
+            else:  # the action was deleted, or the emulator stopped, while it started
+                pool.remove(placeholder)
+                ep.retired = True  # nobody else would stop it: it stops after this activation
         return ep
 
     def release(self, ep: Any) -> None:
         with self._free:
             ep.busy -= 1
             self._free.notify_all()
+            retire = ep.busy == 0 and getattr(ep, "retired", False)
+        if retire:
+            ep.stop()
 
     def run_activation(self, record: dict[str, Any], params: dict[str, Any], api_key: str | None) -> None:
         ns, name = record["namespace"], record["name"]
@@ -896,7 +913,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, action) if action else self._error(404, NOT_FOUND)
         elif method == "DELETE":
             action = emu.actions.pop(key, None)
-            for ep in emu._endpoints.pop(key, []):
+            with emu._free:
+                pool = emu._endpoints.pop(key, [])
+            for ep in pool:
                 ep.stop()
             self._send(200, action) if action else self._error(404, NOT_FOUND)
         elif method == "POST":

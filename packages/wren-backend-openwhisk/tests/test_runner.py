@@ -1,6 +1,6 @@
 """The emulator's process runner: no action process (nor anything it started: its warm pool's
 template and workers, the calls) outlives the emulator, however it ends: closed in the middle
-of a call, or its process killed.
+of a call, its process killed, or the action deleted while its process was starting.
 
 Every test marks its action processes with an environment variable of its own (the runner
 passes its environment on) and looks for processes carrying the mark in /proc, so that one
@@ -9,9 +9,11 @@ re-parented to init (its parent gone) is found too. These tests make their own
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -107,6 +109,36 @@ def test_no_action_process_outlives_the_emulators_process(mark):
     finally:
         emu.kill()
         emu.wait()
+
+
+class GatedRunner(ProcessRunner):
+    """Starts an action process only when the test says so."""
+
+    def __init__(self):
+        super().__init__()
+        self.starting, self.go = threading.Event(), threading.Event()
+
+    def start_action(self, action, env):
+        self.starting.set()
+        self.go.wait(60)
+        return super().start_action(action, env)
+
+
+def test_an_action_deleted_while_its_process_starts_has_it_stopped_after_the_activation(mark):
+    runner = GatedRunner()
+    with OpenWhiskEmulator({KEY: "guest"}, runner=runner) as emu:
+        client = OpenWhiskClient(emu.url, "guest", BasicAuth(KEY))
+        client.put_action("deleted", "img", 256, 60)
+        aid = client.invoke("deleted", json.dumps({"wren_metadata": True}).encode())
+        _wait_for(runner.starting.is_set, "the cold start")
+        assert client.delete_action("deleted")
+        runner.go.set()
+        _wait_for(lambda: client.get_activation(aid) is not None, "the activation's end")
+        assert client.get_activation(aid)["response"]["success"]
+        client.close()
+        # the emulator still runs: the process was stopped after its activation, not at close
+        assert _still_running(mark) == []
+        assert runner.procs == []
 
 
 def test_nothing_starts_once_the_runner_is_closed(mark):
