@@ -119,6 +119,7 @@ def action_runner():
     else:
         RUNNER_INFO.update(kind="containers", why=why)
     yield runner, image
+    runner.close()  # the emulator closed it already, unless the emulator never started
     if engine is not None:
         engine.stop()
 

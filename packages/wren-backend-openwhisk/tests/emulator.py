@@ -38,7 +38,8 @@ does (``ContainerProxy.scala``): ``POST /init {"value": {"name", "main", "binary
   memory limit (``--memory`` = ``--memory-swap``, as ``DockerContainer.scala``): an action that
   goes over it is killed (``The action exhausted its memory and was aborted.``);
 - ``process``: the same entry point, ``python -m wren.worker --host 127.0.0.1 --port P``, as
-  local processes (when no Docker engine or runtime image is available; no memory limit);
+  local processes (when no Docker engine or runtime image is available; no memory limit), none
+  of which outlives the emulator (see :class:`ProcessRunner`);
 
 As on OpenWhisk, a container runs at most the action's ``limits.concurrency`` activations at once
 and more containers start (cold starts) when all are busy, up to ``max_containers`` per action
@@ -57,6 +58,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -67,6 +69,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -112,15 +115,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, timeout: float, proc: Any = None) -> None:
+def _wait_http(url: str, timeout: float, exited: Callable[[], int | None] | None = None) -> None:
+    """Wait for ``url`` to answer; ``exited()``: the exit status of the process that should
+    answer, None while it runs."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
-            if proc is not None and getattr(proc, "poll", lambda: None)() is not None:
-                raise RuntimeError(f"the worker process exited with {proc.returncode}") from None
+            code = exited() if exited is not None else None
+            if code is not None:
+                raise RuntimeError(f"the worker process exited with {code}") from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
             time.sleep(0.05)
@@ -246,34 +252,93 @@ class _Endpoint:
         return (1 if "error" in body else 0), body
 
 
+#: What an action process runs first (``python -I -S -c _LAUNCH PARENT_PID COMMAND...``): arm
+#: Linux's parent-death signal (SIGKILL when the thread that started it ends), give up if the
+#: parent is already gone, then become ``COMMAND`` (the signal stays armed across exec).
+_LAUNCH = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):  # not Linux: close() still ends the process
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 class ProcessRunner:
-    """Each action image's entry point as a local process (``python -m wren.worker``)."""
+    """Each action image's entry point as a local process (``python -m wren.worker``).
+
+    No action process outlives the runner, however the test session ends. Each is a session
+    and process group of its own, killed as a group (SIGKILL) when stopped: with it go the
+    calls it started in its group and its warm pool's template (which dies with it, by its own
+    parent-death signal, and takes its workers along). Each starts from the runner's one
+    spawning thread with the parent-death signal armed (see ``_LAUNCH``): it gets SIGKILL when
+    that thread ends, at :meth:`close` or when this process dies (SIGKILL included).
+    :meth:`close` kills every process the runner started and has not stopped yet, those still
+    starting or no longer known to the emulator included; nothing starts after it. A process
+    that does not answer within ``start_timeout`` seconds is killed."""
 
     kind = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, start_timeout: float = 30.0) -> None:
+        self.start_timeout = start_timeout
+        #: the action processes started and not stopped yet
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.closed = False
+        self._lock = threading.Lock()  # procs, closed, and polling and reaping the processes
+        self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ow-process-runner")
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """On the spawning thread: start ``command`` (see the class docstring)."""
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("the process runner is closed")
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCH, str(os.getpid()), *command],
+                                    env=env, start_new_session=True)
+            self.procs.append(proc)
+        return proc
+
+    def _poll(self, proc: subprocess.Popen[bytes]) -> int | None:
+        with self._lock:
+            return proc.poll()
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the process's group, then reap the process (both under the lock: once
+        reaped, its pid, the group's id, may be reused)."""
+        with self._lock:
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            if proc in self.procs:
+                self.procs.remove(proc)
 
     def start_action(self, action: dict[str, Any], env: dict[str, str]) -> _Endpoint:
         port = free_port()
         env = dict(os.environ, WREN_LOG_LEVEL="WARNING", **env)
-        proc = subprocess.Popen([sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port)], env=env)
-        self.procs.append(proc)
+        command = [sys.executable, "-m", "wren.worker", "--host", "127.0.0.1", "--port", str(port)]
+        try:
+            proc = self._spawner.submit(self._spawn, command, env).result()
+        except RuntimeError:  # closed (or its spawning thread is shut down)
+            raise RuntimeError("the process runner is closed") from None
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/healthz", 30, proc)
-
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-        return _Endpoint(url, stop, lambda: None if proc.poll() is None else "exited")
+        try:
+            _wait_http(url + "/healthz", self.start_timeout, lambda: self._poll(proc))
+        except BaseException:
+            self._kill(proc)
+            raise
+        return _Endpoint(url, lambda: self._kill(proc), lambda: None if self._poll(proc) is None else "exited")
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            self.closed = True
+            procs = list(self.procs)
+        for proc in procs:
+            self._kill(proc)
+        self._spawner.shutdown(wait=True)
 
 
 class DockerRunner:
@@ -468,6 +533,8 @@ class OpenWhiskEmulator:
         self.max_containers = max_containers
         self._free = threading.Condition(self.lock)
         self._exec = concurrent.futures.ThreadPoolExecutor(max_running, thread_name_prefix="ow-activation")
+        #: stop() was called: no container starts any more
+        self._stopped = False
         self.server: ThreadingHTTPServer | None = None
         #: serve HTTPS with this context (a server-side one with the certificate loaded)
         self.tls = tls
@@ -519,18 +586,24 @@ class OpenWhiskEmulator:
         return self
 
     def stop(self) -> None:
+        """Stop serving and stop every container. Activations still running fail (their
+        containers are gone); one whose container is still starting stops it after its run."""
+        with self._free:
+            self._stopped = True
+            pools = list(self._endpoints.values())
+            self._endpoints.clear()
+            self._free.notify_all()  # activations waiting for a container fail
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
         self._exec.shutdown(wait=False, cancel_futures=True)
-        for pool in list(self._endpoints.values()):
+        for pool in pools:
             for ep in pool:
                 try:
                     ep.stop()
                 except Exception:
                     pass
-        self._endpoints.clear()
         self.runner.close()
 
     def __enter__(self) -> OpenWhiskEmulator:
@@ -615,6 +688,8 @@ class OpenWhiskEmulator:
         image, slots = action["exec"]["image"], int(action["limits"].get("concurrency") or 1)
         with self._free:
             while True:
+                if self._stopped:
+                    raise RuntimeError("the emulator is stopped")
                 pool = self._endpoints.setdefault(key, [])
                 for ep in list(pool):
                     if ep.image != image or (getattr(ep, "died", None) and ep.busy == 0 and ep.died()):
@@ -640,13 +715,20 @@ class OpenWhiskEmulator:
             raise
         ep.image, ep.busy = image, 1
         with self._free:
-            pool[pool.index(placeholder)] = ep
+            if self._endpoints.get(key) is pool:
+                pool[pool.index(placeholder)] = ep
+            else:  # the action was deleted, or the emulator stopped, while it started
+                pool.remove(placeholder)
+                ep.retired = True  # nobody else would stop it: it stops after this activation
         return ep
 
     def release(self, ep: Any) -> None:
         with self._free:
             ep.busy -= 1
             self._free.notify_all()
+            retire = ep.busy == 0 and getattr(ep, "retired", False)
+        if retire:
+            ep.stop()
 
     def run_activation(self, record: dict[str, Any], params: dict[str, Any], api_key: str | None) -> None:
         ns, name = record["namespace"], record["name"]
@@ -831,7 +913,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, action) if action else self._error(404, NOT_FOUND)
         elif method == "DELETE":
             action = emu.actions.pop(key, None)
-            for ep in emu._endpoints.pop(key, []):
+            with emu._free:
+                pool = emu._endpoints.pop(key, [])
+            for ep in pool:
                 ep.stop()
             self._send(200, action) if action else self._error(404, NOT_FOUND)
         elif method == "POST":

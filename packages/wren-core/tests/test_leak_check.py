@@ -24,3 +24,14 @@ def test_a_clean_session_passes_even_with_warm_pool_workers(tmp_path):
     r = _pytest(tmp_path, body)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "still running" not in r.stdout
+
+
+def test_a_process_that_left_the_process_tree_is_reported(tmp_path):
+    """A process whose parent ended before it (re-parented to init or a subreaper) is no
+    descendant of the session any more; it still carries the session's marker."""
+    body = ("import subprocess\n\ndef test_leaks():\n"
+            "    subprocess.run(['sh', '-c', 'sleep 5 >/dev/null 2>&1 &'], check=True)\n")
+    r = _pytest(tmp_path, body)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 passed" in r.stdout and "still running" in r.stdout and "sleep 5" in r.stdout
+    assert "left the process tree" in r.stdout
