@@ -241,7 +241,10 @@ def test_remote_invoker_starts_the_calls_from_inside_the_platform(executor_confi
             time.sleep(0.1)
         sent, started = ex.compute.activations, ex.compute.remote_started
     assert started == 60
-    assert 3 <= sent <= 8, sent  # batches of at most max_workers (50), 25 calls per activation
+    # 25 calls per activation at most; the first 50 (max_workers) go at once, in 2 activations,
+    # and the last 10 as running calls end, each freed slot at worst in an activation of its own
+    # (a slow machine frees them one by one): 2 + 10
+    assert 3 <= sent <= 12, sent
     counts = fresh_emulator.counts
     assert counts["accepted"] == 60 + sent, counts  # the calls, plus the remote invokers
     assert counts["blocking"] == 0, counts  # remote invokers are started non-blocking, then polled
