@@ -92,10 +92,14 @@ def test_asyncio_wrap_future_and_run_in_executor(executor):
 
 
 def test_shutdown_rejects_new_work_and_cancel_futures():
-    ex = wren.concurrent.Executor()
-    slow = ex.submit(sleep_then, 1, 2)
+    """cancel_futures cancels the calls still queued (one executing is not: as the standard
+    library's executors, which mark a call running once it is handed to a worker)."""
+    ex = wren.concurrent.Executor(max_workers=1)
+    first = ex.submit(sleep_then, 0, 1)
+    queued = ex.submit(sleep_then, 1, 2)  # waits for `first`: at most one call at a time
     ex.shutdown(wait=False, cancel_futures=True)
-    assert slow.cancelled()
+    assert queued.cancelled()
+    assert first.cancelled() or first.result(timeout=30) == 0
     with pytest.raises(RuntimeError):
         ex.submit(square, 2)
 
@@ -213,3 +217,39 @@ def test_cancelling_get_result_async_frees_the_program_at_once():
     t0 = _time.monotonic()
     assert asyncio.run(main()) == [2, 3]
     assert _time.monotonic() - t0 < 30  # not after the 60 s call
+
+
+def test_futures_turn_running_and_done_without_a_refused_transition(caplog):
+    """Asking running() while calls end: every future ends done with its result, and
+    concurrent.futures logs nothing (a 100,000-call map once logged "Future ... in unexpected
+    state: FINISHED": a watcher thread marked a future running as it was being settled; the
+    transitions now share a lock, and no thread polls)."""
+    caplog.set_level("CRITICAL", logger="concurrent.futures")
+    with wren.concurrent.Executor() as ex:
+        futures = [ex.submit(square, n) for n in range(400)]
+        stop = threading.Event()
+
+        def ask():
+            while not stop.is_set():
+                for f in futures:
+                    f.running()
+
+        askers = [threading.Thread(target=ask) for _ in range(2)]
+        for t in askers:
+            t.start()
+        try:
+            assert [f.result(timeout=60) for f in futures] == [n * n for n in range(400)]
+        finally:
+            stop.set()
+            for t in askers:
+                t.join()
+    assert not [r for r in caplog.records if r.name == "concurrent.futures"], caplog.text
+    assert all(f.done() and not f.running() for f in futures)
+
+
+
+def test_map_is_one_job():
+    """Executor.map of many items is one wren job (one future per item, no job per item)."""
+    with wren.concurrent.Executor() as ex:
+        assert list(ex.map(square, range(2000))) == [n * n for n in range(2000)]
+        assert len({f.job_key for f in ex.function_executor.futures}) == 1

@@ -20,7 +20,7 @@ import time
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
-from wren.executor import ANY_COMPLETED, FunctionExecutor
+from wren.executor import FunctionExecutor
 from wren.future import ResponseFuture, is_outcome, without_plumbing
 from wren.worker import tracebacks
 
@@ -43,6 +43,48 @@ def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
         raise
 
 
+class _Bridged(cf.Future):  # type: ignore[type-arg]
+    """The :class:`concurrent.futures.Future` of one wren call: it learns that the call is
+    executing from the wren future when asked (``running()``, ``cancel()``), so that nothing
+    polls. It becomes running under its executor's lock, which ``_settle`` takes to claim it
+    before setting the outcome (outside the lock: done callbacks are the user's code), so that a
+    call ending meanwhile never meets a transition the standard library refuses."""
+
+    def __init__(self, wf: ResponseFuture, lock: threading.Lock):
+        super().__init__()
+        self._wf = wf
+        self._bridge_lock = lock
+        self._settling = False
+
+    def _sync(self) -> None:
+        with self._bridge_lock:
+            if (not self._settling and not self.done() and not super().running()
+                    and (self._wf.running or self._wf.ready)):
+                self.set_running_or_notify_cancel()  # pending -> running (calls no callback)
+
+    def running(self) -> bool:
+        self._sync()
+        return super().running()
+
+    def cancel(self) -> bool:
+        """Cancel the call unless it is executing or done (as the standard library does); a
+        cancelled call that already started on the backend may still run, its result dropped."""
+        self._sync()
+        return super().cancel()
+
+    def drop(self, reason: str) -> None:
+        """End the future whatever the call's state: cancelled if it may still be, else with
+        :class:`concurrent.futures.CancelledError` (``reason``) as its exception; the call's
+        own outcome is then ignored (what ``multiprocessing.Pool.terminate`` needs)."""
+        if super().cancel():
+            return
+        with self._bridge_lock:
+            if self._settling or self.done():
+                return
+            self._settling = True
+        self.set_exception(cf.CancelledError(reason))
+
+
 class Executor(cf.Executor):
     """A :class:`concurrent.futures.Executor` over a :class:`wren.FunctionExecutor`.
 
@@ -56,16 +98,14 @@ class Executor(cf.Executor):
     def __init__(self, **function_executor_kwargs: Any):
         self._fexec = FunctionExecutor(**function_executor_kwargs)
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()  # the bridged futures' state changes (see _Bridged)
         self._shutdown = False
-        self._bridged: list[tuple[ResponseFuture, cf.Future[Any]]] = []
+        self._bridged: list[tuple[ResponseFuture, _Bridged]] = []
+        self._prune_at = 4096
         # results are decoded (maybe read from storage) here, not in the thread that learned
         # the outcome (a monitor's or the backend's)
+        # (lost calls, retries and speculation: the wren executor's own watchdog thread)
         self._settler = cf.ThreadPoolExecutor(4, thread_name_prefix="wren-settle")
-        # one thread per executor runs wren's watchdog, retries and speculation over the
-        # calls not finished (what wait() does for FunctionExecutor's own users)
-        self._wake = threading.Event()
-        self._watchdog = threading.Thread(target=self._watch, name="wren-watchdog", daemon=True)
-        self._watchdog.start()
 
     @property
     def function_executor(self) -> FunctionExecutor:
@@ -93,43 +133,19 @@ class Executor(cf.Executor):
 
     def _bridge(self, wf: ResponseFuture) -> cf.Future[Any]:
         # pending until the call finished: cancel() drops a result nobody waits for any more
-        fut: cf.Future[Any] = cf.Future()
+        fut = _Bridged(wf, self._state_lock)
+        if len(self._bridged) > self._prune_at:  # what shutdown() needs: the unsettled ones
+            self._bridged = [(w, f) for w, f in self._bridged if not f.done()]
+            self._prune_at = max(4096, 2 * len(self._bridged))
         self._bridged.append((wf, fut))
         wf.add_done_callback(lambda w: self._settle_soon(w, fut))
-        self._wake.set()
         return fut
 
-    def _watch(self) -> None:
-        while True:
-            with self._lock:
-                self._bridged = [(wf, fut) for wf, fut in self._bridged if not fut.done()]
-                pending = [wf for wf, _ in self._bridged if not wf.ready]
-                for wf, fut in self._bridged:  # a call executing: running() is True, cancel() refused
-                    if wf.running and not fut.running() and not fut.done():
-                        try:
-                            fut.set_running_or_notify_cancel()
-                        except RuntimeError:  # it finished meanwhile
-                            pass
-                if self._shutdown and not pending:
-                    return
-            if not pending:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            try:
-                self._fexec.wait(pending, return_when=ANY_COMPLETED, throw_except=False, timeout=0.25,
-                                 show_progressbar=False)
-            except Exception as exc:  # noqa: BLE001 - e.g. the executor closed under it
-                logger.debug("watchdog: %s", exc)
-                if self._shutdown:
-                    return
-                time.sleep(1.0)
-
-    def _settle_soon(self, wf: ResponseFuture, fut: cf.Future[Any]) -> None:
+    def _settle_soon(self, wf: ResponseFuture, fut: _Bridged) -> None:
         try:
-            self._settler.submit(_settle, wf, fut)
+            self._settler.submit(_settle, wf, fut, self._state_lock)
         except RuntimeError:  # the settler is shut down (terminate): settle here
-            _settle(wf, fut)
+            _settle(wf, fut, self._state_lock)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -178,7 +194,6 @@ class Executor(cf.Executor):
         with self._lock:
             self._shutdown = True
             bridged = list(self._bridged)
-        self._wake.set()
         if cancel_futures:
             for _, fut in bridged:
                 fut.cancel()
@@ -187,6 +202,17 @@ class Executor(cf.Executor):
             self._finish(pending)
         else:  # the submitted calls still run and settle their futures, as the standard library's do
             threading.Thread(target=self._finish, args=(pending,), name="wren-shutdown", daemon=True).start()
+
+    def terminate(self, reason: str) -> None:
+        """Shut down at once: every future not done yet ends now (see :meth:`_Bridged.drop`),
+        the calls going on are not waited for."""
+        with self._lock:
+            self._shutdown = True
+            bridged = list(self._bridged)
+        for _, fut in bridged:
+            fut.drop(reason)
+        threading.Thread(target=self._finish, args=([wf for wf, _ in bridged if not wf.ready],),
+                         name="wren-shutdown", daemon=True).start()
 
     def _finish(self, pending: list[ResponseFuture]) -> None:
         try:
@@ -197,24 +223,22 @@ class Executor(cf.Executor):
             self._fexec.close()
 
 
-def _settle(wf: ResponseFuture, fut: cf.Future[Any]) -> None:
+def _settle(wf: ResponseFuture, fut: _Bridged, lock: threading.Lock) -> None:
     if fut.done():
         return
+    exc: BaseException | None = None
     try:
         value = wf.result()
-    except BaseException as exc:  # noqa: BLE001 - the call's exception is the future's
-        _set(fut, exc=without_plumbing(exc))  # the call's frames, not wren's
-    else:
-        _set(fut, value=value)
-
-
-def _set(fut: cf.Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
+    except BaseException as failure:  # noqa: BLE001 - the call's exception is the future's
+        value, exc = None, without_plumbing(failure)  # the call's frames, not wren's
+    with lock:
+        fut._settling = True  # no running transition from now on
     try:
         if exc is not None:
             fut.set_exception(exc)
         else:
             fut.set_result(value)
-    except cf.InvalidStateError:  # cancelled by shutdown(cancel_futures=True) meanwhile
+    except cf.InvalidStateError:  # cancelled meanwhile (cancel(), shutdown(cancel_futures=True))
         pass
 
 

@@ -214,6 +214,7 @@ class Pool:
         self._token = uuid.uuid4().hex
         self._state = RUN
         self._outstanding: list[cf.Future[Any]] = []
+        self._prune_at = 4096
 
     def __repr__(self) -> str:
         return f"<wren.multiprocessing.Pool state={self._state} pool_size={self._processes}>"
@@ -236,9 +237,13 @@ class Pool:
 
     def _submit(self, func: Callable[..., Any], items: list[tuple[Any, ...]], chunksize: int | None) -> list[cf.Future[Any]]:
         self._check_running()
-        if chunksize is None:
-            chunksize = 1
-        futures = self._executor.map_chunks(self._wrap(func), items, chunksize)
+        if chunksize is None:  # map's and starmap's default, as the standard library's Pool
+            chunksize, extra = divmod(len(items), self._processes * 4)
+            chunksize += bool(extra)
+        futures = self._executor.map_chunks(self._wrap(func), items, max(1, chunksize))
+        if len(self._outstanding) > self._prune_at:  # what close()/join() wait for: the unsettled
+            self._outstanding = [f for f in self._outstanding if not f.done()]
+            self._prune_at = max(4096, 2 * len(self._outstanding))
         self._outstanding.extend(futures)
         return futures
 
@@ -274,7 +279,8 @@ class Pool:
 
         :param func: the function, called with one item.
         :param iterable: the items (read at once).
-        :param chunksize: items per backend call (default 1).
+        :param chunksize: items per backend call (default, as the standard library's: about
+            four calls per process, ``ceil(len(items) / (4 * processes))``).
         """
         return self.map_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
 
@@ -285,7 +291,7 @@ class Pool:
 
         :param func: the function, called with one item.
         :param iterable: the items.
-        :param chunksize: items per backend call (default 1).
+        :param chunksize: items per backend call (default: as :meth:`map`'s).
         :param callback: called with the list of results when all are ready.
         :param error_callback: called with the first exception when a call fails.
         """
@@ -298,7 +304,7 @@ class Pool:
 
         :param func: the function, called with the items of one argument tuple.
         :param iterable: the argument tuples.
-        :param chunksize: argument tuples per backend call (default 1).
+        :param chunksize: argument tuples per backend call (default: as :meth:`map`'s).
         """
         return self.starmap_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
 
@@ -309,7 +315,7 @@ class Pool:
 
         :param func: the function.
         :param iterable: the argument tuples.
-        :param chunksize: argument tuples per backend call (default 1).
+        :param chunksize: argument tuples per backend call (default: as :meth:`map`'s).
         :param callback: called with the list of results when all are ready.
         :param error_callback: called with the first exception when a call fails.
         """
@@ -351,7 +357,7 @@ class Pool:
         if self._state == TERMINATE:
             return
         self._state = TERMINATE
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.terminate("the pool was terminated")
 
     def join(self) -> None:
         """Wait for the submitted calls; call :meth:`close` or :meth:`terminate` first."""
