@@ -204,8 +204,12 @@ class Executor(cf.Executor):
             threading.Thread(target=self._finish, args=(pending,), name="wren-shutdown", daemon=True).start()
 
     def terminate(self, reason: str) -> None:
-        """Shut down at once: every future not done yet ends now (see :meth:`_Bridged.drop`),
-        the calls going on are not waited for."""
+        """Shut down at once: every future not done yet ends now, cancelled or (for a call
+        already executing) with :class:`concurrent.futures.CancelledError`; the calls going on
+        are not waited for and their outcomes are ignored (``multiprocessing.Pool.terminate``).
+
+        :param reason: the message of those ``CancelledError`` exceptions.
+        """
         with self._lock:
             self._shutdown = True
             bridged = list(self._bridged)
