@@ -98,7 +98,7 @@ def test_tampered_data_is_refused(tmp_path):
 
             def tampering_put(bucket, key, body):
                 if key.endswith("/data.pickle"):
-                    body = body[:-10] + b"0123456789"
+                    body = (body if isinstance(body, bytes) else body.read())[:-10] + b"0123456789"
                 real_put(bucket, key, body)
 
             ex.storage_backend.put_object = tampering_put

@@ -79,6 +79,7 @@ def test_swapped_data_ranges_are_refused(http_executor_config):
 
         def put(bucket, key, body):
             if key.endswith("/data.pickle"):
+                body = body if isinstance(body, bytes) else body.read()
                 half = len(body) // 2  # two signed ranges of the same size: swap them
                 body = body[half:] + body[:half]
             real_put(bucket, key, body)

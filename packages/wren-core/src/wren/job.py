@@ -262,10 +262,11 @@ def pack_calls(
     inline_limit: int,
     secret: bytes,
     place: Callable[[int], str],
-) -> tuple[list[bytes | None], bytes | None, list[tuple[int, int] | None]]:
-    """Pickle each call's arguments: small ones stay inline, larger ones are concatenated into
-    one object read by byte range, each range signed for its call (``place(i)``). Returns
-    (inline data, aggregate object, ranges)."""
+) -> tuple[list[bytes | None], serialize.Parts | None, list[tuple[int, int] | None]]:
+    """Pickle each call's arguments: small ones stay inline, larger ones go one after the
+    other into one object read by byte range, each range signed for its call (``place(i)``).
+    Returns (inline data, the aggregate object's body, ranges): the body is a file over the
+    pickled pieces, which are not copied again (nor joined) to be stored."""
     inline: list[bytes | None] = []
     ranges: list[tuple[int, int] | None] = []
     chunks: list[bytes] = []
@@ -283,9 +284,10 @@ def pack_calls(
             inline.append(data)
             ranges.append(None)
         else:
-            signed = serialize.sign(secret, data, place(i))  # each range verifies on its own, for its call
+            # each range verifies on its own, for its call
+            header = serialize.signature(secret, data, place(i))
             inline.append(None)
-            ranges.append((offset, offset + len(signed) - 1))
-            chunks.append(signed)
-            offset += len(signed)
-    return inline, (b"".join(chunks) if chunks else None), ranges
+            ranges.append((offset, offset + len(header) + len(data) - 1))
+            chunks += [header, data]
+            offset += len(header) + len(data)
+    return inline, (serialize.Parts(chunks) if chunks else None), ranges

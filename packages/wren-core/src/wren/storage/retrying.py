@@ -77,9 +77,18 @@ class RetryingStorage(StorageBackend):
         return self._inner.default_bucket
 
     def put_object(self, bucket: str, key: str, body: bytes | IO[bytes]) -> None:
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            return self._inner.put_object(bucket, key, body)  # a stream cannot be sent twice
-        self._retry("put", self._inner.put_object, bucket, key, body)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            self._retry("put", self._inner.put_object, bucket, key, body)
+        elif body.seekable():  # each attempt sends it from where it was
+            start = body.tell()
+
+            def put() -> None:
+                body.seek(start)
+                self._inner.put_object(bucket, key, body)
+
+            self._retry("put", put)
+        else:
+            self._inner.put_object(bucket, key, body)  # a stream cannot be sent twice
 
     def get_object(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
         return self._retry("get", self._inner.get_object, bucket, key, byte_range)
