@@ -1,14 +1,14 @@
-"""wren.serialize: the pieces a stored object is made of."""
+"""wren.bodies: stored objects made of pieces."""
 import pytest
 
 
 def test_parts_reads_seeks_and_rereads_like_the_joined_bytes():
-    """serialize.Parts, the stored body of a job's large arguments: the same bytes as joining
+    """bodies.Parts, the stored body of a job's large arguments: the same bytes as joining
     its parts, read in any block size, from any position, and again after seek(0)."""
     import io
     import random
 
-    from wren.serialize import Parts
+    from wren.bodies import Parts
 
     rng = random.Random(7)
     parts = [bytes(rng.randrange(256) for _ in range(n)) for n in (0, 1, 37, 1000, 0, 4096, 3)]
@@ -33,7 +33,7 @@ def test_a_large_arguments_object_is_stored_from_its_pieces(storage_root):
     """A map's large arguments reach storage as a file over the pickled pieces (no joined copy),
     and a retried upload sends it whole again from the start."""
     import wren
-    from wren.serialize import Parts
+    from wren.bodies import Parts
 
     calls = []
     with wren.function_executor() as ex:
