@@ -86,8 +86,9 @@ def test_logs_of_a_job():
     from wren.testing import funcs
 
     with wren.function_executor() as ex:
-        ex.get_result(ex.map(funcs.printer, [1, 2]))
-        job = f"{ex.executor_id}/{ex.futures[0].job_id}"
+        futures = ex.map(funcs.printer, [1, 2])
+        ex.get_result(futures)
+        job = f"{ex.executor_id}/{futures[0].job_id}"
     r = run("logs", job)
     assert r.returncode == 0, r.stderr
     assert "--- call 00000 ---" in r.stdout and "hello from call 2" in r.stdout

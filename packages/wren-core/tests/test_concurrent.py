@@ -252,4 +252,16 @@ def test_map_is_one_job():
     """Executor.map of many items is one wren job (one future per item, no job per item)."""
     with wren.concurrent.Executor() as ex:
         assert list(ex.map(square, range(2000))) == [n * n for n in range(2000)]
-        assert len({f.job_key for f in ex.function_executor.futures}) == 1
+        assert [row["calls"] for row in ex.function_executor.job_summary()] == [2000]
+
+
+def test_submit_checks_the_data_limit_and_names_the_users_function():
+    """submit's arguments are the call's data, under data_limit as map's are (they went into
+    the function, past the limit, and the size warning blamed wren's wrapper); job records
+    name the user's function, not wren's wrapper."""
+    with wren.concurrent.Executor(config={"wren": {"data_limit": 1}}) as ex:
+        with pytest.raises(wren.errors.DataLimitError, match="data_limit"):
+            ex.submit(len, b"x" * (2 << 20))
+        assert ex.submit(square, 3).result(timeout=60) == 9
+        assert list(ex.map(square, [1, 2])) == [1, 4]
+        assert [row["function"] for row in ex.function_executor.job_summary()] == ["square", "square"]

@@ -459,3 +459,38 @@ def test_modules_the_runtime_lacks_are_shipped():
     shipped = serialize.find_local_modules(uses_it, available=runtime_has)
     assert shipped == ["iniconfig"]
     assert serialize.find_local_modules(uses_it, available=runtime_has | {"iniconfig"}) == []
+
+
+def megabyte(n):
+    return bytes([n % 256]) * (1 << 20)
+
+
+def test_a_long_lived_executor_lets_go_of_the_results_it_returned():
+    """get_result hands the results out and the executor stops holding them (a loop of jobs
+    grew the client by 3.6 GB over 1,000 jobs of 4 MiB); futures the program keeps stay whole
+    and listed, and job_summary/plot still count every call."""
+    import gc
+    import weakref
+
+    import wren.concurrent
+
+    with wren.function_executor() as ex:
+        fs = ex.map(megabyte, range(4))
+        assert [v[:1] for v in ex.get_result(fs)] == [bytes([n]) for n in range(4)]
+        gone = [weakref.ref(f) for f in fs]
+        kept = ex.map(megabyte, [7])
+        assert ex.get_result(kept)[0][:1] == b"\x07"
+        del fs
+        gc.collect()
+        assert all(r() is None for r in gone)  # nothing of wren holds them (nor their results)
+        assert ex.futures == kept and kept[0].result()[:1] == b"\x07"  # still whole
+        assert [(r["calls"], r["success"]) for r in ex.job_summary()] == [(4, 4), (1, 1)]
+        assert ex.get_result() == []  # nothing unread
+
+    with wren.concurrent.Executor() as cex:
+        assert len(list(cex.map(megabyte, range(6)))) == 6
+        held = cex.function_executor._calls.futures  # what the wren executor holds itself
+        deadline = time.monotonic() + 10
+        while held and time.monotonic() < deadline:
+            time.sleep(0.05)  # the last results are being settled
+        assert held == []

@@ -118,7 +118,7 @@ def test_large_function_warns_before_sending_and_size_in_stats():
         return len(BIG) + i
 
     with wren.function_executor(func_size_warning=1.0) as fexec:
-        with pytest.warns(LargeFunctionWarning, match=r"1\.\d MB.*put_cloudobject") as rec:
+        with pytest.warns(LargeFunctionWarning, match=r"1\.\d MiB.*put_cloudobject") as rec:
             fut = fexec.call_async(uses_big, 1)
         assert [w.filename for w in rec if w.category is LargeFunctionWarning] == [__file__], [str(w) for w in rec]
         assert fut.result() == len(BIG) + 1

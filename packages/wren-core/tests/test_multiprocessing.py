@@ -184,9 +184,34 @@ def test_map_chunks_as_the_standard_librarys_pool():
     calls per process): 100 items on 2 processes are 8 backend calls of up to 13 items, where
     one call per item made a 100,000-item map 5x slower than the standard library's Pool."""
     with Pool(2) as p:
+        def calls():
+            return [row["calls"] for row in p._executor.function_executor.job_summary()]
+
         assert p.map(sqr, range(100)) == [x * x for x in range(100)]
-        assert len(p._executor.function_executor.futures) == 8
+        assert calls() == [8]
         assert p.starmap(sqr, [(x,) for x in range(5)]) == [x * x for x in range(5)]
-        assert len(p._executor.function_executor.futures) == 8 + 5  # ceil(5 / 8) = 1 per call
+        assert calls() == [8, 5]  # ceil(5 / 8) = 1 per call
         assert p.map(sqr, range(10), chunksize=1) == [x * x for x in range(10)]
-        assert len(p._executor.function_executor.futures) == 8 + 5 + 10
+        assert calls() == [8, 5, 10]
+
+
+STATE = {}
+
+
+def set_state(v):
+    STATE["v"] = v
+
+
+def read_state(x):
+    return STATE.get("v")
+
+
+def test_the_initializer_state_reaches_every_function_the_pool_runs():
+    """What the initializer set is what each function reads, whatever ran before it in the
+    pool (it read None once another function's job had run the initializer in a copy of
+    the globals of its own)."""
+    with Pool(2, initializer=set_state, initargs=(10,)) as p:
+        assert p.map(sqr, range(4)) == [0, 1, 4, 9]
+        assert p.map(read_state, range(4)) == [10] * 4
+        assert p.apply(read_state, (0,)) == 10
+        assert list(p.imap_unordered(read_state, range(3))) == [10] * 3

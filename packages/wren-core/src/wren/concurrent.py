@@ -101,7 +101,7 @@ class Executor(cf.Executor):
         self._state_lock = threading.Lock()  # the bridged futures' state changes (see _Bridged)
         self._shutdown = False
         self._bridged: list[tuple[ResponseFuture, _Bridged]] = []
-        self._prune_at = 4096
+        self._prune_at = 64
         # results are decoded (maybe read from storage) here, not in the thread that learned
         # the outcome (a monitor's or the backend's)
         # (lost calls, retries and speculation: the wren executor's own watchdog thread)
@@ -128,7 +128,8 @@ class Executor(cf.Executor):
         """
         with self._lock:
             self._check_open()
-            wf = self._fexec.call_async(functools.partial(_run_one, fn, args, kwargs), ())
+            # the arguments as the call's data: checked against data_limit, as map's are
+            wf = self._fexec.call_async(functools.partial(_run_one, fn), (args, kwargs))
             return self._bridge(wf)
 
     def _bridge(self, wf: ResponseFuture) -> cf.Future[Any]:
@@ -136,16 +137,22 @@ class Executor(cf.Executor):
         fut = _Bridged(wf, self._state_lock)
         if len(self._bridged) > self._prune_at:  # what shutdown() needs: the unsettled ones
             self._bridged = [(w, f) for w, f in self._bridged if not f.done()]
-            self._prune_at = max(4096, 2 * len(self._bridged))
+            self._prune_at = max(64, 2 * len(self._bridged))
         self._bridged.append((wf, fut))
         wf.add_done_callback(lambda w: self._settle_soon(w, fut))
         return fut
 
     def _settle_soon(self, wf: ResponseFuture, fut: _Bridged) -> None:
         try:
-            self._settler.submit(_settle, wf, fut, self._state_lock)
+            self._settler.submit(self._settle, wf, fut)
         except RuntimeError:  # the settler is shut down (terminate): settle here
-            _settle(wf, fut, self._state_lock)
+            self._settle(wf, fut)
+
+    def _settle(self, wf: ResponseFuture, fut: _Bridged) -> None:
+        _settle(wf, fut, self._state_lock)
+        # the concurrent.futures future has the outcome now: the wren executor lets go of its own
+        wf._read = True
+        self._fexec._calls.release([wf])
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:

@@ -72,7 +72,7 @@ class WrenConfig:
     runtime_memory: int | None = None
     #: Default per-call timeout in seconds.
     runtime_timeout: float = 600.0
-    #: Largest data of one call, in MB; larger inputs must go through storage.
+    #: Largest data of one call, in MiB (2**20 bytes); larger inputs must go through storage.
     data_limit: float = 4.0
     #: Calls whose data is at most this many bytes carry it in the invocation itself.
     inline_data_limit: int = 32 * 1024
@@ -83,7 +83,7 @@ class WrenConfig:
     #: Show progress bars in ``wait``/``get_result`` (a widget in Jupyter, a bar elsewhere).
     progressbar: bool = True
     #: Warn before sending a function whose pickled size (closure and globals included) is
-    #: over this many MB.
+    #: over this many MiB.
     func_size_warning: float = 1.0
     #: Re-invoke a call up to this many times when it fails for a reason another try can fix
     #: (worker lost, out of memory, timeout, a transient platform or storage error).

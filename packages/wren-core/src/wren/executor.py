@@ -136,8 +136,7 @@ class FunctionExecutor:
 
         self._attempts = Attempts(wcfg, self._relaunch, lambda: self._closed, self.storage_backend)
         self._calls = CallTracker(self._attempts.failed, self._finished)
-        self.futures = self._calls.futures
-        self._watchdog = Watchdog(self._attempts, self._calls.failed, self.futures)
+        self._watchdog = Watchdog(self._attempts, self._calls.failed, self._calls.futures)
         self.monitor = monitor_spec.monitor_class(
             self.storage_backend, self._calls.on_status, self._calls.on_monitor_error, wcfg.monitor_interval,
             parse_section(monitor_spec.config_class, wcfg.monitoring, cfg.section(wcfg.monitoring))
@@ -173,10 +172,12 @@ class FunctionExecutor:
         self.close()
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "a wren executor cannot be pickled or returned by a call (it holds its signing key); "
-            "return its futures, or their results, instead"
-        )
+        raise TypeError("a wren executor cannot be pickled or returned by a call (it holds its signing key); "
+                        "return its futures, or their results, instead")
+
+    futures = property(lambda self: self._calls.listed(), doc=(
+        "Futures not finished, not yet read, or still held by your program (get_result lets go of the ones "
+        "it read: results do not pile up in a long-lived executor; job_summary and plot count every call)."))
 
     def __repr__(self) -> str:
         return f"<wren.FunctionExecutor {self.executor_id} backend={self.backend!r} storage={self.storage_backend.name!r}>"
@@ -190,7 +191,7 @@ class FunctionExecutor:
         from wren.client import reporting
 
         try:
-            reporting.save_logs(self.futures)
+            reporting.save_logs(self._calls.everything())
         except OSError as exc:  # pragma: no cover - a full disk must not break closing
             logger.warning("could not save the calls' logs: %s", exc)
         self._dispatch.close(self.executor_id)
@@ -315,7 +316,7 @@ class FunctionExecutor:
     # -- waiting --------------------------------------------------------------------------------
     def _select(self, fs: Any) -> list[ResponseFuture]:
         if fs is None:
-            return list(self.futures)
+            return list(self._calls.futures)
         if not isinstance(fs, (ResponseFuture, list, tuple, set, frozenset)) and not hasattr(fs, "__iter__"):
             raise InvalidInputError(f"fs must be a future or a list of futures, got {type(fs).__name__} {fs!r}")
         items: list[Any] = [fs] if isinstance(fs, ResponseFuture) else list(fs)
@@ -393,7 +394,7 @@ class FunctionExecutor:
         failed call re-raises its exception, or gives ``None`` with ``throw_except=False``."""
         compat.check_peer_wait_options(peer_options)
         if fs is None:
-            selected, single = mapreduce.results_wanted([f for f in self.futures if not f._read], explicit=False)
+            selected, single = mapreduce.results_wanted([f for f in self._calls.futures if not f._read], explicit=False)
         elif isinstance(fs, ResponseFuture):
             selected, single = self._select(fs), True
         else:
@@ -402,6 +403,7 @@ class FunctionExecutor:
             return None if single else []
         _, not_done = self.wait(selected, ALL_COMPLETED, throw_except, timeout, show_progressbar)
         results = waiting.collect(selected, not_done, timeout, throw_except)
+        self._calls.release([f for f in selected if f._read], now=True)
         return results[0] if single else results
 
     @user_facing
@@ -409,7 +411,7 @@ class FunctionExecutor:
         """:meth:`get_result` for asyncio code (the event loop runs meanwhile); same ``fs``, ``throw_except``, ``timeout``."""
         from wren.client.completion import await_ready, run_off_loop
 
-        selected = [f for f in self.futures if not f._read and not f.internal] if fs is None else self._select(fs)
+        selected = [f for f in self._calls.futures if not f._read and not f.internal] if fs is None else self._select(fs)
         await await_ready(selected, timeout, throw_except)  # cancelling this frees everything
         return await run_off_loop(self.get_result, fs, throw_except, None, False)
 
@@ -457,12 +459,13 @@ class FunctionExecutor:
         return removed
 
     def plot(self, fs: Any = None, dst: str | None = None) -> list[Any]:
-        """The execution timeline and concurrency histogram of ``fs`` (default: all) as two
-        matplotlib Figures (shown inline in a notebook; the process's matplotlib backend is
-        left alone). ``dst``: also write ``<dst>_timeline.png`` and ``<dst>_histogram.png``."""
+        """The execution timeline and concurrency histogram of ``fs`` (default: every call) as two matplotlib Figures
+        (shown inline in a notebook; your matplotlib backend is left alone). ``dst``: also write ``<dst>_timeline.png``
+        and ``<dst>_histogram.png``."""
         from wren.client import reporting
 
-        return reporting.plot(self._select(fs), dst, {k: m["func"] for k, m in self._jobs.items()})
+        fs = self._calls.everything() if fs is None else self._select(fs)
+        return reporting.plot(fs, dst, {k: m["func"] for k, m in self._jobs.items()})
 
     def job_summary(self) -> list[dict[str, Any]]:
         """Per job: calls, successes, failures and phase times (seconds)."""

@@ -234,6 +234,7 @@ class ResponseFuture:
         self._exception: BaseException | None = None
         self._decoded = False
         self._read = False  # result handed to the user by get_result
+        self._order = 0  # submission order in its executor
         self._executor: FutureOwner | None = None
         self._secret: bytes | None = None
         self._lock = threading.Lock()

@@ -20,6 +20,7 @@ from typing import Any
 from collections.abc import Callable
 
 from wren import serialize
+from wren.bodies import Parts
 from wren.errors import DataLimitError, InvalidArgumentBindingError, InvalidInputError
 
 RESERVED = ("id", "storage", "obj", "url")
@@ -44,8 +45,14 @@ def check_function(func: Any) -> None:
 def func_name(func: Any) -> str:
     """What job records, logs, progress and plots call ``func``: a function's or bound method's
     qualified name (``Model.predict``), ``partial(f)`` for a :func:`functools.partial` of ``f``,
-    and a callable instance's class name (never a repr with an address)."""
+    and a callable instance's class name (never a repr with an address). wren's own wrappers
+    (``wren.concurrent``, ``wren.multiprocessing``, ``wren.joblib``) are named after the
+    function they run."""
     if isinstance(func, functools.partial):
+        if getattr(func.func, "__module__", "").startswith("wren."):
+            wrapped = [a for a in func.args if callable(a)]
+            if wrapped:
+                return func_name(wrapped[-1])
         return f"partial({func_name(func.func)})"
     name = getattr(func, "__qualname__", None)
     return name if isinstance(name, str) and name else type(func).__qualname__
@@ -262,7 +269,7 @@ def pack_calls(
     inline_limit: int,
     secret: bytes,
     place: Callable[[int], str],
-) -> tuple[list[bytes | None], serialize.Parts | None, list[tuple[int, int] | None]]:
+) -> tuple[list[bytes | None], Parts | None, list[tuple[int, int] | None]]:
     """Pickle each call's arguments: small ones stay inline, larger ones go one after the
     other into one object read by byte range, each range signed for its call (``place(i)``).
     Returns (inline data, the aggregate object's body, ranges): the body is a file over the
@@ -276,8 +283,8 @@ def pack_calls(
         data = dumper.dumps((args, kwargs), f"the arguments of call {i}")
         if len(data) > data_limit_bytes:
             raise DataLimitError(
-                f"call {i}'s data is {len(data) / 1e6:.1f} MB, over the {data_limit_bytes / 1e6:.1f} MB "
-                "limit (wren.data_limit). Put large inputs in storage (wren.Storage().put_object or "
+                f"call {i}'s data is {len(data) / 2**20:.1f} MiB, over the limit of "
+                f"wren.data_limit = {data_limit_bytes / 2**20:g} MiB. Put large inputs in storage (wren.Storage().put_object or "
                 "put_cloudobject) and pass the key instead, or raise data_limit"
             )
         if len(data) <= inline_limit:
@@ -290,4 +297,4 @@ def pack_calls(
             ranges.append((offset, offset + len(header) + len(data) - 1))
             chunks += [header, data]
             offset += len(header) + len(data)
-    return inline, (serialize.Parts(chunks) if chunks else None), ranges
+    return inline, (Parts(chunks) if chunks else None), ranges

@@ -30,18 +30,29 @@ from wren.worker import tracebacks
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
-#: Initializers already run in this (worker) process, by pool token.
-_initialized: set[str] = set()
 _init_lock = threading.Lock()
+#: the name under which a namespace of functions records the pools whose initializer it saw
+_INITIALIZED = "__wren_pool_initialized__"
 
 
 def _with_initializer(token: str, initializer: Callable[..., Any], initargs: tuple[Any, ...],
                       func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run the pool's initializer once per worker process, then ``func``."""
+    """Run the pool's initializer once per worker process and namespace of ``func``, then
+    ``func``. A namespace: the module globals ``func`` reads. Functions of your script are
+    shipped by value, each job's with a copy of the globals they use, so the initializer runs
+    again for each such copy: state it sets in a global is what ``func`` reads (once per
+    process only, a later job's copy would never see it)."""
+    inner = func
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    namespace = getattr(inner, "__globals__", None)
+    if not isinstance(namespace, dict):
+        namespace = globals()  # a builtin or a callable object: once per process
     with _init_lock:
-        if token not in _initialized:
+        done = namespace.setdefault(_INITIALIZED, set())
+        if token not in done:
             initializer(*initargs)
-            _initialized.add(token)
+            done.add(token)
     try:
         return func(*args, **kwargs)
     except BaseException as exc:
@@ -191,7 +202,8 @@ class Pool:
     """A process pool whose calls run on the wren backend.
 
     :param processes: how many calls run at once (``max_workers``); default: the backend's.
-    :param initializer: run as ``initializer(*initargs)`` once in each worker process before
+    :param initializer: run as ``initializer(*initargs)`` once in each worker process (and
+        namespace of the functions run: with functions of your script, once per job) before
         its first call of this pool.
     :param initargs: the initializer's arguments.
     :param maxtasksperchild: accepted for compatibility; worker processes are the backend's.
@@ -214,7 +226,7 @@ class Pool:
         self._token = uuid.uuid4().hex
         self._state = RUN
         self._outstanding: list[cf.Future[Any]] = []
-        self._prune_at = 4096
+        self._prune_at = 64
 
     def __repr__(self) -> str:
         return f"<wren.multiprocessing.Pool state={self._state} pool_size={self._processes}>"
@@ -243,7 +255,7 @@ class Pool:
         futures = self._executor.map_chunks(self._wrap(func), items, max(1, chunksize))
         if len(self._outstanding) > self._prune_at:  # what close()/join() wait for: the unsettled
             self._outstanding = [f for f in self._outstanding if not f.done()]
-            self._prune_at = max(4096, 2 * len(self._outstanding))
+            self._prune_at = max(64, 2 * len(self._outstanding))
         self._outstanding.extend(futures)
         return futures
 

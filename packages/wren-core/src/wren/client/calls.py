@@ -7,10 +7,11 @@ tell whoever waits (:mod:`~wren.client.waiting`).
 """
 from __future__ import annotations
 
+import itertools
 import pickle
-
 import threading
 import time
+import weakref
 from typing import Any, Protocol
 from collections.abc import Callable
 
@@ -22,6 +23,28 @@ class Listener(Protocol):
     def finished(self, future: ResponseFuture) -> None: ...
 
 
+class SettledCall:
+    """What an executor keeps of a finished call once its result was handed out and the
+    executor lets go of its future: what :meth:`~wren.FunctionExecutor.job_summary`,
+    :meth:`~wren.FunctionExecutor.plot` and the saved logs read, not the result."""
+
+    __slots__ = ("executor_id", "job_id", "call_id", "stats", "success", "error", "_logs")
+    ready = True
+
+    def __init__(self, f: ResponseFuture):
+        self.executor_id, self.job_id, self.call_id = f.executor_id, f.job_id, f.call_id
+        self.stats = f.stats
+        self.success, self.error = f.success, f.error
+        self._logs = f.logs()
+
+    @property
+    def job_key(self) -> str:
+        return f"{self.executor_id}/{self.job_id}"
+
+    def logs(self) -> str:
+        return self._logs
+
+
 class CallTracker:
     """Futures by call, and the result channel that settles them. Thread-safe.
 
@@ -31,8 +54,13 @@ class CallTracker:
 
     def __init__(self, attempt_failed: Callable[[ResponseFuture, str, Any, str], bool],
                  on_finished: Callable[[ResponseFuture], None]):
+        #: the futures held: those not finished, or whose results were not handed out yet
         self.futures: list[ResponseFuture] = []
         self._by_key: dict[tuple[str, str], ResponseFuture] = {}
+        self._settled: list[SettledCall] = []  # futures let go of (see release)
+        self._let_go: list[weakref.ref[ResponseFuture]] = []
+        self._releasing: list[ResponseFuture] = []
+        self._order = itertools.count()
         self._cond = threading.Condition()
         self._listeners: set[Listener] = set()
         self._attempt_failed = attempt_failed
@@ -45,14 +73,51 @@ class CallTracker:
         with self._cond:
             for f in futures:
                 self._by_key.setdefault(f.key, f)
+                f._order = next(self._order)
             if listed:
                 self.futures.extend(futures)
 
     def get(self, job_key: str, call_id: str) -> ResponseFuture | None:
         return self._by_key.get((job_key, call_id))
 
-    def of_job(self, job_key: str) -> list[ResponseFuture]:
-        return [f for f in self.futures if f.job_key == job_key]
+    def of_job(self, job_key: str) -> list[ResponseFuture | SettledCall]:
+        return [f for f in self.everything() if f.job_key == job_key]
+
+    def listed(self) -> list[ResponseFuture]:
+        """The futures held, and those let go of that the program still holds, in submission
+        order (``FunctionExecutor.futures``)."""
+        with self._cond:
+            alive = [f for f in (r() for r in self._let_go) if f is not None]
+            if len(alive) < len(self._let_go) // 2:
+                self._let_go = [weakref.ref(f) for f in alive]
+            return sorted([*alive, *self.futures], key=lambda f: f._order)
+
+    def everything(self) -> list[ResponseFuture | SettledCall]:
+        """Every call tracked: the futures held, and what is kept of those let go of."""
+        with self._cond:
+            return [*self._settled, *self.futures]
+
+    def release(self, futures: list[ResponseFuture], now: bool = False) -> None:
+        """The results of these finished ``futures`` were handed out: stop holding them (and
+        their results: a long-lived executor would otherwise keep every result it ever
+        returned), keeping a :class:`SettledCall` of each. Whoever holds a future still has
+        it whole (and :meth:`listed` still lists it). Done in batches (``now``: at once)."""
+        with self._cond:
+            self._releasing.extend(f for f in futures if f.ready)
+            n = len(self._releasing)
+            if n and (now or n > max(64, len(self.futures) // 4) or n == len(self.futures)):
+                gone = {id(f) for f in self._releasing}
+                kept = []
+                for f in self.futures:
+                    if id(f) in gone:
+                        self._settled.append(SettledCall(f))
+                        self._let_go.append(weakref.ref(f))
+                        if self._by_key.get(f.key) is f:
+                            del self._by_key[f.key]
+                    else:
+                        kept.append(f)
+                self.futures[:] = kept  # in place: the watchdog reads this list
+                self._releasing.clear()
 
     def add_listener(self, listener: Listener) -> None:
         with self._cond:

@@ -6,7 +6,10 @@ import threading
 import time
 from typing import Any
 
+from collections.abc import Sequence
+
 from wren.client import journal
+from wren.client.calls import SettledCall
 from wren.errors import InvalidInputError
 from wren.future import ResponseFuture
 
@@ -37,9 +40,9 @@ class JobLog:
                         failed, time.time() - meta["submitted"])
 
 
-def save_logs(futures: list[ResponseFuture]) -> None:
+def save_logs(futures: Sequence[ResponseFuture | SettledCall]) -> None:
     """Keep what finished calls printed under ``~/.wren/logs`` for ``wren logs``."""
-    by_job: dict[tuple[str, str], list[ResponseFuture]] = {}
+    by_job: dict[tuple[str, str], list[ResponseFuture | SettledCall]] = {}
     for f in futures:
         if f.ready:
             by_job.setdefault((f.executor_id, f.job_id), []).append(f)
@@ -47,7 +50,7 @@ def save_logs(futures: list[ResponseFuture]) -> None:
         journal.save_logs(executor_id, job_id, [(f.call_id, f.logs()) for f in fs])
 
 
-def plot(futures: list[ResponseFuture], dst: str | None, functions: dict[str, str] | None = None) -> list[Any]:
+def plot(futures: Sequence[ResponseFuture | SettledCall], dst: str | None, functions: dict[str, str] | None = None) -> list[Any]:
     """Timeline and concurrency histogram of the finished ``futures`` as two matplotlib
     Figures (PNG files too with ``dst``); ``functions`` names each job's function."""
     from wren.client.plots import plot_futures

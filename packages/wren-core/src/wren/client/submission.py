@@ -341,13 +341,13 @@ def warn_if_large(func: Any, size: int, limit_mb: float) -> None:
     travels to storage once per executor and is loaded by every worker."""
     if size <= limit_mb * 1024 * 1024:
         return
-    name = getattr(func, "__qualname__", None) or getattr(getattr(func, "func", None), "__qualname__", repr(func))
+    name = jobmod.func_name(func)
     warnings.warn(
-        f"the function {name!r} pickles to {size / 1024 / 1024:.1f} MB (its closure and the globals "
+        f"the function {name!r} pickles to {size / 2**20:.1f} MiB (its closure and the globals "
         "it uses included), sent to storage and loaded by every worker: put large data in storage "
         "once (obj = wren.Storage().put_cloudobject(data)), pass obj and read it in the function "
         "with storage.get_cloudobject(obj) (this warning starts at wren.func_size_warning = "
-        f"{limit_mb} MB)",
+        f"{limit_mb} MiB)",
         LargeFunctionWarning, stacklevel=_user_stacklevel(),
     )
 
