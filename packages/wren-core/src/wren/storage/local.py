@@ -44,7 +44,9 @@ class LocalStorage(StorageBackend):
     """Buckets are folders under ``storage_root``; writes go to a temporary file, then rename.
 
     Folders are created with mode 0700 and files 0600, so only their owner reads wren's data.
-    Putting an object into a bucket that does not exist creates the bucket.
+    Putting an object into a bucket that does not exist creates the bucket. No symbolic link
+    below a bucket's folder is followed: one planted there (by whoever can write the folder)
+    cannot lead a read, write, listing or deletion outside storage.
     """
 
     name: ClassVar[str] = "localhost"
@@ -53,9 +55,11 @@ class LocalStorage(StorageBackend):
     local_only: ClassVar[bool] = True
     creates_bucket_on_put: ClassVar[bool] = True
 
-    def __init__(self, config: LocalhostConfig | None = None):
+    def __init__(self, config: LocalhostConfig | None = None, *, follow_links: bool = False):
         super().__init__(config or LocalhostConfig())
         self.root = self.config.storage_root
+        #: follow symbolic links below a bucket's folder (the machine's own files: files_storage)
+        self.follow_links = follow_links
 
     @property
     def default_bucket(self) -> str:
@@ -86,6 +90,27 @@ class LocalStorage(StorageBackend):
             )
         return os.path.join(self._bucket_dir(bucket), *parts)
 
+    def _check_folders(self, bucket: str, path: str) -> None:
+        """Refuse ``path`` when a folder on its way below the bucket's folder is a symbolic link."""
+        if self.follow_links:
+            return
+        bucket_dir = self._bucket_dir(bucket)
+        rel = os.path.relpath(os.path.dirname(path), bucket_dir)
+        if rel == "." or rel.startswith(".."):
+            return
+        folder = bucket_dir
+        for part in rel.split(os.sep):
+            folder = os.path.join(folder, part)
+            try:
+                st = os.lstat(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                return  # not there (yet): created as a real folder
+            if stat.S_ISLNK(st.st_mode):
+                raise StorageInvalidObjectError(
+                    f"{os.path.relpath(folder, bucket_dir)!r} in bucket {bucket!r} is a symbolic link "
+                    f"(at {folder}): local storage follows none, so that nothing outside it is read, "
+                    "written or deleted; remove the link")
+
     def _require_bucket(self, bucket: str) -> str:
         path = self._bucket_dir(bucket)
         if not os.path.isdir(path):
@@ -99,6 +124,7 @@ class LocalStorage(StorageBackend):
     def put_object(self, bucket: str, key: str, body: bytes | IO[bytes]) -> None:
         path = self._path(bucket, key)
         directory = os.path.dirname(path)
+        self._check_folders(bucket, path)
         try:
             _makedirs_private(directory)
         except (FileExistsError, NotADirectoryError):
@@ -127,6 +153,7 @@ class LocalStorage(StorageBackend):
 
     def _open(self, bucket: str, key: str) -> IO[bytes]:
         path = self._path(bucket, key)
+        self._check_folders(bucket, path)
         try:
             # non-blocking and no symlinks followed: a named pipe or device planted in the
             # storage folder must not hang or redirect a reader
@@ -160,12 +187,13 @@ class LocalStorage(StorageBackend):
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
         path = self._path(bucket, key)
+        self._check_folders(bucket, path)
         try:
-            st = os.stat(path)
+            st = os.stat(path) if self.follow_links else os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             self._require_bucket(bucket)
             raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}") from None
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             raise StorageNoSuchKeyError(f"no object {key!r} in bucket {bucket!r}")
         return ObjectInfo(key=key, size=st.st_size, last_modified=st.st_mtime)
 
@@ -174,6 +202,10 @@ class LocalStorage(StorageBackend):
         dirs = set()
         for key in keys:
             path = self._path(bucket, key)
+            try:
+                self._check_folders(bucket, path)
+            except StorageInvalidObjectError:
+                continue  # nothing is deleted through a link (the link itself is an object)
             try:
                 os.unlink(path)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -194,6 +226,10 @@ class LocalStorage(StorageBackend):
         start = os.path.join(bucket_dir, *head.split("/")) if head else bucket_dir
         base = head + "/" if head else ""
         found: list[ObjectInfo] = []
+        try:
+            self._check_folders(bucket, os.path.join(start, "x"))
+        except StorageInvalidObjectError:
+            return  # the prefix is reached through a link: nothing of storage is there
         self._walk(start, base, tail, found)
         found.sort(key=lambda o: o.key)
         yield from found
@@ -212,7 +248,7 @@ class LocalStorage(StorageBackend):
                 self._walk(entry.path, base + entry.name + "/", "", out)
             else:
                 try:
-                    st = entry.stat()
+                    st = entry.stat(follow_symlinks=self.follow_links)
                 except FileNotFoundError:  # deleted while we listed
                     continue
                 out.append(ObjectInfo(key=base + entry.name, size=st.st_size, last_modified=st.st_mtime))
@@ -227,8 +263,9 @@ class LocalStorage(StorageBackend):
 
 @functools.lru_cache(maxsize=4)
 def files_storage(root: str = "/") -> LocalStorage:
-    """The files of this machine as a storage: the first folder of a path is its bucket."""
-    return LocalStorage(LocalhostConfig(storage_root=root))
+    """The files of this machine as a storage: the first folder of a path is its bucket (your own
+    files: symbolic links are followed)."""
+    return LocalStorage(LocalhostConfig(storage_root=root), follow_links=True)
 
 
 def split_local_path(text: str) -> tuple[str, str, bool]:
