@@ -64,3 +64,52 @@ def test_wren_clean_deletes_nothing_through_a_planted_link(storage_root, victim,
     r = subprocess.run([sys.executable, "-m", "wren.cli", "clean", *args], capture_output=True, text=True,
                        timeout=120)
     assert intact(victim), (r.stdout, r.stderr, sorted(str(p) for p in victim.rglob("*")))
+
+
+def test_the_default_storage_folder_must_be_private(tmp_path, monkeypatch):
+    """The default root is in the shared temporary folder: one made first by somebody else (or
+    writable by others, or a link) is refused with the fix, before anything is read or written."""
+    import tempfile
+
+    from wren.errors import StorageError
+    from wren.localconfig import default_storage_root
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    squatted = tmp_path / f"wren-{os.getuid()}"
+    squatted.mkdir()
+    squatted.chmod(0o777)
+    st = LocalStorage(LocalhostConfig(storage_root=default_storage_root()))
+    with pytest.raises(StorageError, match="not a private folder of yours.*localhost.storage_root"):
+        st.put_object("b", "k", b"1")
+    squatted.chmod(0o700)
+    if os.getuid() == 0:
+        os.chown(squatted, 65534, 65534)
+        with pytest.raises(StorageError, match="owner uid 65534"):
+            LocalStorage(LocalhostConfig(storage_root=default_storage_root())).list_keys("b")
+        os.chown(squatted, 0, 0)
+    squatted.rmdir()
+    os.symlink(tmp_path / "elsewhere", squatted)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    with pytest.raises(StorageError, match="a symbolic link"):
+        LocalStorage(LocalhostConfig(storage_root=default_storage_root())).put_object("b", "k", b"1")
+    squatted.unlink()
+    fresh = LocalStorage(LocalhostConfig(storage_root=default_storage_root()))
+    fresh.put_object("b", "k", b"1")  # made by us, 0700: accepted
+    assert fresh.get_object("b", "k") == b"1" and (squatted.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_planted_huge_lease_is_not_read_whole(tmp_path):
+    from wren.client.lease import is_live
+
+    st = LocalStorage(LocalhostConfig(storage_root=str(tmp_path / "store")))
+    st.put_object("b", "wren.jobs/cafe-0/.lease", b"{" + b" " * (8 << 20))
+    ranges = []
+    real = st.get_object
+
+    def spy(bucket, key, byte_range=None):
+        ranges.append(byte_range)
+        return real(bucket, key, byte_range)
+
+    st.get_object = spy
+    assert is_live(st, "b", "wren.jobs/cafe-0") is False
+    assert ranges == [(0, 4095)]

@@ -72,7 +72,9 @@ class Lease:
 def is_live(storage: Any, bucket: str, executor_prefix: str, now: float | None = None) -> bool:
     """Whether the executor owning ``executor_prefix`` holds an unexpired lease."""
     try:
-        body = json.loads(storage.get_object(bucket, lease_key(executor_prefix)))
+        # a lease is a few dozen bytes: anything longer (an object planted to exhaust a
+        # cleaner's memory) is not read whole, and does not parse
+        body = json.loads(storage.get_object(bucket, lease_key(executor_prefix), (0, 4095)))
         return float(body["expires"]) > (now or time.time())
     except Exception:  # no lease, or not one of ours
         return False

@@ -18,7 +18,7 @@ from wren.errors import (
     StorageNoSuchBucketError,
     StorageNoSuchKeyError,
 )
-from wren.localconfig import LocalhostConfig
+from wren.localconfig import LocalhostConfig, default_storage_root
 from wren.storage.base import ObjectInfo, StorageBackend
 from wren.storage.ranges import RangeReader
 
@@ -60,6 +60,7 @@ class LocalStorage(StorageBackend):
         self.root = self.config.storage_root
         #: follow symbolic links below a bucket's folder (the machine's own files: files_storage)
         self.follow_links = follow_links
+        self._root_checked = False
 
     @property
     def default_bucket(self) -> str:
@@ -73,7 +74,30 @@ class LocalStorage(StorageBackend):
     def _bucket_dir(self, bucket: str) -> str:
         if not bucket or "/" in bucket or bucket in (".", "..") or "\x00" in bucket:
             raise StorageError(f"invalid bucket name {bucket!r}: use a plain name without '/'")
+        if not self._root_checked:
+            self._check_root()
         return os.path.join(self.root, bucket)
+
+    def _check_root(self) -> None:
+        """The default root lies in the shared temporary folder (``/tmp/wren-<uid>/storage``),
+        where another user may have made it first: refuse it unless it is a real folder of
+        this user that no one else may write."""
+        if self.root != default_storage_root() or not hasattr(os, "getuid"):
+            self._root_checked = True
+            return
+        for folder in (os.path.dirname(self.root), self.root):
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                return  # created (mode 0700) by the first write; checked again after it
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else \
+                    f"owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}"
+                raise StorageError(
+                    f"the default local storage folder {folder} is not a private folder of yours ({what}): "
+                    "another user may have made it; set localhost.storage_root (or WREN_LOCALHOST__STORAGE_ROOT) "
+                    "to a folder of your own")
+        self._root_checked = True
 
     def _path(self, bucket: str, key: str) -> str:
         if not isinstance(key, str) or not key:
@@ -127,6 +151,8 @@ class LocalStorage(StorageBackend):
         self._check_folders(bucket, path)
         try:
             _makedirs_private(directory)
+            if not self._root_checked:
+                self._check_root()
         except (FileExistsError, NotADirectoryError):
             raise StorageError(
                 f"cannot store {key!r} in bucket {bucket!r}: a part of its path is an object"
