@@ -119,3 +119,15 @@ def test_a_function_returning_futures_is_resolved(fexec):
     f = fexec.call_async(fan_out, 3)
     assert fexec.get_result(f) == [0, 2, 4]
     assert f.futures
+
+
+def test_futures_of_another_executor_feed_a_map_when_results_are_stored():
+    """Futures of executor A as the iterdata of executor B where results reach storage: B's
+    worker cannot check A's records (signed with A's key, which B's jobs do not carry), so the
+    client waits for them and sends their values (B's worker refused A's genuine records as
+    tampered: found by the attacker outsider's no-attack baseline)."""
+    with wren.function_executor() as a, wren.function_executor() as b:
+        a._submitter.store_results = b._submitter.store_results = True  # as on a cloud backend
+        first = a.map(inc, [1, 2])
+        assert b.get_result(b.map(double, first)) == [4, 6]
+        assert b.get_result(b.call_async(double, first[0])) == 4

@@ -4,8 +4,10 @@ call gets the future's result in its place.
 Where results reach storage (every cloud backend), the futures travel as
 :class:`~wren.worker.collect.FutureRef` and the worker waits for and reads their results, so
 the client does not wait; a future whose result the client already holds travels as that
-value. Where a backend sends results straight to the client (localhost), the client waits for
-the futures first and sends their values.
+value, and so does one of another executor (its records are signed with that executor's key,
+which the worker does not get): the client waits for it. Where a backend sends results
+straight to the client (localhost), the client waits for the futures first and sends their
+values.
 """
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ def futures_in(items: list[Any]) -> list[ResponseFuture]:
 
 
 def replace_futures(items: list[Any], found: list[ResponseFuture], results_stored: bool,
-                    wait: Callable[[list[ResponseFuture]], Any]) -> tuple[list[Any], bool]:
-    """``items`` with each future replaced by its value or a reference the worker resolves;
-    returns the items and whether the worker must resolve references."""
+                    wait: Callable[[list[ResponseFuture]], Any], executor_id: str) -> tuple[list[Any], bool]:
+    """``items`` with each future replaced by its value or a reference the worker of executor
+    ``executor_id`` resolves; returns the items and whether the worker must resolve references."""
     for item in items:
         if isinstance(item, ResponseFuture):
             item.internal = True  # an input of this step: get_result() returns this step's results
@@ -57,11 +59,14 @@ def replace_futures(items: list[Any], found: list[ResponseFuture], results_store
         if pending:
             wait(pending)
         return _put(items, lambda f: f.result()), False
+    foreign = [f for f in found if f.executor_id != executor_id and not f.ready]
+    if foreign:
+        wait(foreign)
     refs = False
 
     def swap(f: ResponseFuture) -> Any:
         nonlocal refs
-        if f.success and f._decoded:
+        if (f.success and f._decoded) or f.executor_id != executor_id:
             return f.result()
         refs = True
         return FutureRef(f.job_prefix, f.call_id)

@@ -188,7 +188,8 @@ class Submitter:
         found = chaining.futures_in(items)
         resolve = False
         if found:
-            items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
+            items, resolve = chaining.replace_futures(items, found, self.store_results, wait,
+                                                      self.identity.executor_id)
         return [jobmod.add_extra_args(*jobmod.split_item(it), extra_args) for it in items], None, None, resolve
 
     def call_arguments(self, data: Any, wait: Callable[[list[ResponseFuture]], Any]) -> tuple[list[jobmod.CallArgs], bool]:
@@ -196,7 +197,8 @@ class Submitter:
         items, resolve = [data], False
         found = chaining.futures_in(items)
         if found:
-            items, resolve = chaining.replace_futures(items, found, self.store_results, wait)
+            items, resolve = chaining.replace_futures(items, found, self.store_results, wait,
+                                                      self.identity.executor_id)
         return [jobmod.split_item(items[0])], resolve
 
     # -- packing --------------------------------------------------------------------------------
