@@ -238,3 +238,34 @@ def test_small_puts_do_not_wait_for_100_continue(cos_storage, cos_section, prefi
     cos_storage.put_object(bucket, prefix + "large", b"x" * (2 * 1024 * 1024))
     assert "Expect" not in seen[0] and seen[1].get("Expect") in ("100-continue", b"100-continue")
     assert cos_storage.get_object(bucket, prefix + "small") == b"x" * 1000
+
+
+def test_debug_logs_of_the_sdk_show_no_credential(cos_section, prefix):
+    """With DEBUG logging on (the application's, or a call's: its output is kept with its
+    status record in the bucket), the SDK logs each request's Authorization header: the access
+    key id is masked there, and no configured secret appears anywhere (an attacker outsider
+    found the access key id in DEBUG logs and in stored call logs)."""
+    import logging
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        st = make(cos_section)
+        st.put_object(st.default_bucket, prefix + "k", b"v" * 100)
+        assert st.get_object(st.default_bucket, prefix + "k") == b"v" * 100
+        st.list_keys(st.default_bucket, prefix)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(lines)
+    assert "Credential=***" in text  # the SDK did log its requests' headers
+    assert cos_section["access_key_id"] not in text and cos_section["secret_access_key"] not in text

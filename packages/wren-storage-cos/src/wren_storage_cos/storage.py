@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import io
 import logging
+import re
 import threading
 from typing import IO, Any, ClassVar
 from collections.abc import Iterable, Iterator
@@ -176,6 +177,7 @@ class COSStorage(StorageBackend):
         # every few tens of milliseconds); ISO 8601 ones are read by the standard library
         session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
         logger.debug("creating COS client for %s (%s auth)", cfg.endpoint, cfg.auth_mode)
+        _redact_sdk_logs(cfg)
         client = session.client("s3", **kwargs)
         # the SDK sends every PUT's body only after a "100 Continue": a round trip more for each
         # status record a worker writes; only bodies worth holding back wait for it now
@@ -427,3 +429,57 @@ class COSStorage(StorageBackend):
             raise self._error(exc, "CREATE", bucket, None) from None
         except Exception as exc:
             raise self._error(exc, "CREATE", bucket, None) from None
+
+
+# -- no credential in the SDK's own debug logs -----------------------------------------------------
+#: the SDK loggers whose DEBUG lines carry request headers, signing material or tokens
+_SDK_LOGGERS = ("ibm_botocore.endpoint", "ibm_botocore.auth", "ibm_botocore.httpsession", "ibm_botocore.hooks",
+                "ibm_botocore.parsers", "ibm_botocore.retryhandler", "ibm_botocore.credentials",
+                "ibm_botocore.utils", "ibm_botocore.client", "ibm_botocore.regions", "ibm_boto3.resources.action",
+                "ibm_s3transfer", "urllib3.connectionpool")
+_CREDENTIAL_PATTERNS = (
+    (re.compile(r"(Credential=)[^/,\s'\"]+"), r"\1***"),
+    (re.compile(r"(Signature=)[0-9a-fA-F]+"), r"\1***"),
+    (re.compile(r"((?:Bearer|bearer)\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+    (re.compile(r"((?:X-Amz-Security-Token|x-amz-security-token|apikey|api_key)['\"]?\s*[:=]\s*['\"]?)[^'\",\s&]+"),
+     r"\1***"),
+)
+
+
+class _Redact(logging.Filter):
+    """Rewrites an SDK log record with credentials masked: the access key id in each request's
+    Authorization header (``Credential=...``), signatures, bearer tokens, and every configured
+    secret wherever it appears. A DEBUG log of the application, or of a call (whose output is
+    kept with its status record in the bucket), then shows no credential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that does not format is left to the handler
+            return True
+        masked = text
+        for pattern, repl in _CREDENTIAL_PATTERNS:
+            masked = pattern.sub(repl, masked)
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_redactor = _Redact()
+
+
+def _redact_sdk_logs(cfg: COSConfig) -> None:
+    """Install (once per process) the filter that masks credentials in the SDK's loggers, and
+    teach it this config's secrets."""
+    _redactor.secrets.update(s for s in (cfg.access_key_id, cfg.secret_access_key, cfg.api_key) if s and len(s) >= 4)
+    for name in _SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        if _redactor not in sdk_logger.filters:
+            sdk_logger.addFilter(_redactor)
+
