@@ -225,8 +225,6 @@ class Pool:
         self._initargs = tuple(initargs)
         self._token = uuid.uuid4().hex
         self._state = RUN
-        self._outstanding: list[cf.Future[Any]] = []
-        self._prune_at = 64
 
     def __repr__(self) -> str:
         return f"<wren.multiprocessing.Pool state={self._state} pool_size={self._processes}>"
@@ -252,12 +250,7 @@ class Pool:
         if chunksize is None:  # map's and starmap's default, as the standard library's Pool
             chunksize, extra = divmod(len(items), self._processes * 4)
             chunksize += bool(extra)
-        futures = self._executor.map_chunks(self._wrap(func), items, max(1, chunksize))
-        if len(self._outstanding) > self._prune_at:  # what close()/join() wait for: the unsettled
-            self._outstanding = [f for f in self._outstanding if not f.done()]
-            self._prune_at = max(64, 2 * len(self._outstanding))
-        self._outstanding.extend(futures)
-        return futures
+        return self._executor.map_chunks(self._wrap(func), items, max(1, chunksize))
 
     # -- one call -------------------------------------------------------------------------------
     @user_facing
@@ -375,8 +368,7 @@ class Pool:
         """Wait for the submitted calls; call :meth:`close` or :meth:`terminate` first."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
-        if self._state == CLOSE:
-            cf.wait(self._outstanding)
+        if self._state == CLOSE:  # the executor waits until every submitted call's future settled
             self._executor.shutdown(wait=True)
 
 
