@@ -114,12 +114,13 @@ class LocalStorage(StorageBackend):
             )
         return os.path.join(self._bucket_dir(bucket), *parts)
 
-    def _check_folders(self, bucket: str, path: str) -> None:
-        """Refuse ``path`` when a folder on its way below the bucket's folder is a symbolic link."""
+    def _check_folders(self, bucket: str, directory: str) -> None:
+        """Refuse ``directory`` (of a checked bucket name) when a folder on its way below the
+        bucket's folder is a symbolic link."""
         if self.follow_links:
             return
-        bucket_dir = self._bucket_dir(bucket)
-        rel = os.path.relpath(os.path.dirname(path), bucket_dir)
+        bucket_dir = os.path.join(self.root, bucket)
+        rel = os.path.relpath(directory, bucket_dir)
         if rel == "." or rel.startswith(".."):
             return
         folder = bucket_dir
@@ -148,7 +149,7 @@ class LocalStorage(StorageBackend):
     def put_object(self, bucket: str, key: str, body: bytes | IO[bytes]) -> None:
         path = self._path(bucket, key)
         directory = os.path.dirname(path)
-        self._check_folders(bucket, path)
+        self._check_folders(bucket, directory)
         try:
             _makedirs_private(directory)
             if not self._root_checked:
@@ -179,7 +180,7 @@ class LocalStorage(StorageBackend):
 
     def _open(self, bucket: str, key: str) -> IO[bytes]:
         path = self._path(bucket, key)
-        self._check_folders(bucket, path)
+        self._check_folders(bucket, os.path.dirname(path))
         try:
             # non-blocking and no symlinks followed: a named pipe or device planted in the
             # storage folder must not hang or redirect a reader
@@ -213,7 +214,7 @@ class LocalStorage(StorageBackend):
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
         path = self._path(bucket, key)
-        self._check_folders(bucket, path)
+        self._check_folders(bucket, os.path.dirname(path))
         try:
             st = os.stat(path) if self.follow_links else os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -229,7 +230,7 @@ class LocalStorage(StorageBackend):
         for key in keys:
             path = self._path(bucket, key)
             try:
-                self._check_folders(bucket, path)
+                self._check_folders(bucket, os.path.dirname(path))
             except StorageInvalidObjectError:
                 continue  # nothing is deleted through a link (the link itself is an object)
             try:
@@ -253,7 +254,7 @@ class LocalStorage(StorageBackend):
         base = head + "/" if head else ""
         found: list[ObjectInfo] = []
         try:
-            self._check_folders(bucket, os.path.join(start, "x"))
+            self._check_folders(bucket, start)
         except StorageInvalidObjectError:
             return  # the prefix is reached through a link: nothing of storage is there
         self._walk(start, base, tail, found)
