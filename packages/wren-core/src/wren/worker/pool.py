@@ -132,6 +132,15 @@ class _Paces:
         return (pace is not None and pace.proven_at is not None and w.head_started > pace.proven_at
                 and now - w.head_started < _QUEUE_BEHIND)
 
+def _died(w: WorkerProcess, how: str, idle: str) -> WorkerDiedError:
+    """The error for the calls of worker ``w``, which died: naming the call it was running and
+    ``how``, or ``idle`` when it was running none."""
+    if not w.inflight:
+        return WorkerDiedError(idle)
+    head = w.inflight[0]
+    return WorkerDiedError(f"the worker process running call {head.call.call_id} of job {head.job.job_key} died: {how}")
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "its pipe closed"
@@ -397,13 +406,7 @@ class WorkerPool:
         if not w.dead:
             w.kill()
         code = w.template.exit_code(w, timeout=5)
-        if error is None and w.inflight:
-            head = w.inflight[0]
-            error = WorkerDiedError(
-                f"the worker process running call {head.call.call_id} of job "
-                f"{head.job.job_key} died: {_describe_exit(code)}"
-            )
-        self._fail_worker(w, error or WorkerDiedError("the worker process died"))
+        self._fail_worker(w, error or _died(w, _describe_exit(code), "the worker process died"))
 
     def _template_died(self) -> None:
         """The template process is gone (killed by someone): its workers die with it (their
@@ -420,14 +423,8 @@ class WorkerPool:
             if w.dead or w.template is not old:
                 continue
             w.kill()
-            error = None
-            if w.inflight:
-                head = w.inflight[0]
-                error = WorkerDiedError(
-                    f"the worker process running call {head.call.call_id} of job {head.job.job_key} "
-                    f"died: the pool's template process, whose workers die with it, {_describe_exit(code)}"
-                )
-            self._fail_worker(w, error or WorkerDiedError("the template process died"))
+            self._fail_worker(w, _died(w, f"the pool's template process, whose workers die with it, "
+                                          f"{_describe_exit(code)}", "the template process died"))
 
     def _run(self) -> None:
         self._send_lock.acquire()
